@@ -1,0 +1,69 @@
+// Command pushnode runs a DDPush-compatible push node. With no arguments
+// it keeps its data in ./data and listens on the protocol's ports: 9966
+// (UDP and TCP) for phones, 9999 for app servers, 8080 for HTTP.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ddpush/ddpush-operator/node"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	cfg := node.DefaultConfig()
+	fs := cfg.FlagSet("pushnode", os.Stderr)
+	version := fs.Bool("version", false, "print the version and exit")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: pushnode [flags]\n\nRuns a DDPush v1 push node. Every flag can also be set by an environment\nvariable: %s plus the flag in upper snake case (--heartbeat-policy is\n%s).\n\nFlags:\n", node.EnvPrefix, node.EnvName("heartbeat-policy"))
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *version {
+		fmt.Println(node.Version)
+		return 0
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "pushnode: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	if err := node.ApplyEnv(fs, os.Getenv); err != nil {
+		fmt.Fprintf(os.Stderr, "pushnode: %v\n", err)
+		return 2
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "pushnode: invalid settings:\n%v\n", err)
+		return 2
+	}
+	log := cfg.Logger(os.Stderr)
+	n, err := node.Start(cfg, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	s := <-sig
+	log.Info("shutting down", "signal", s.String())
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	if err := n.Stop(ctx); err != nil {
+		log.Error("shutdown", "err", err)
+		return 1
+	}
+	return 0
+}

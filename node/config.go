@@ -1,0 +1,254 @@
+package node
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ddpush/ddpush-operator/node/state"
+	"github.com/ddpush/ddpush-operator/node/wire"
+)
+
+// EnvPrefix starts the environment variable of every flag:
+// --heartbeat-policy is PUSHNODE_HEARTBEAT_POLICY.
+const EnvPrefix = "PUSHNODE_"
+
+// Config is every setting of a node.
+type Config struct {
+	DataDir string
+
+	ClientAddr string // UDP and TCP
+	UDP        bool
+	TCP        bool
+	PushAddr   string
+	HTTPAddr   string
+
+	MaxContentLen     int
+	OnlineWindow      time.Duration
+	ExpiryAge         time.Duration
+	ExpiryInterval    time.Duration
+	HeartbeatPolicy   string
+	CreateByHeartbeat bool
+	MaxRecords        int64
+
+	RateLimit       int
+	TCPIdleTimeout  time.Duration
+	TCPFrameTimeout time.Duration
+	MaxTCPClients   int
+	PushIdleTimeout time.Duration
+	MaxPushConns    int
+
+	APITokenFile     string
+	CompatTicketFile string
+
+	FlushInterval   time.Duration
+	EventRetention  uint64
+	PushRetention   time.Duration
+	ShutdownTimeout time.Duration
+
+	LogLevel  string
+	LogFormat string
+}
+
+// DefaultConfig is what `pushnode` with no arguments runs.
+func DefaultConfig() Config {
+	return Config{
+		DataDir:           "./data",
+		ClientAddr:        ":9966",
+		UDP:               true,
+		TCP:               true,
+		PushAddr:          ":9999",
+		HTTPAddr:          ":8080",
+		MaxContentLen:     wire.DefaultMaxContentLen,
+		OnlineWindow:      60 * time.Second,
+		ExpiryAge:         50 * time.Hour,
+		ExpiryInterval:    time.Minute,
+		HeartbeatPolicy:   "never",
+		CreateByHeartbeat: true,
+		MaxRecords:        2_000_000,
+		RateLimit:         1000,
+		TCPIdleTimeout:    5 * time.Minute,
+		TCPFrameTimeout:   10 * time.Second,
+		MaxTCPClients:     100_000,
+		PushIdleTimeout:   600 * time.Second,
+		MaxPushConns:      1024,
+		FlushInterval:     time.Second,
+		EventRetention:    1_000_000,
+		PushRetention:     24 * time.Hour,
+		ShutdownTimeout:   10 * time.Second,
+		LogLevel:          "info",
+		LogFormat:         "text",
+	}
+}
+
+// FlagSet binds every setting of c to a flag.
+func (c *Config) FlagSet(name string, output io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(output)
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory of the bbolt store (a persistent volume in Kubernetes)")
+	fs.StringVar(&c.ClientAddr, "client-addr", c.ClientAddr, "UDP and TCP address phones connect to")
+	fs.BoolVar(&c.UDP, "udp", c.UDP, "serve clients over UDP")
+	fs.BoolVar(&c.TCP, "tcp", c.TCP, "serve clients over TCP")
+	fs.StringVar(&c.PushAddr, "push-addr", c.PushAddr, "TCP address app servers push to (no authentication: keep it internal)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "address of the HTTP API, console, health and metrics")
+	fs.IntVar(&c.MaxContentLen, "max-content-length", c.MaxContentLen, "largest custom (0x20) payload in bytes")
+	fs.DurationVar(&c.OnlineWindow, "online-window", c.OnlineWindow, "how long after a UDP heartbeat a client gets instant pushes")
+	fs.DurationVar(&c.ExpiryAge, "expiry-age", c.ExpiryAge, "remove records inactive for longer (0 keeps them forever)")
+	fs.DurationVar(&c.ExpiryInterval, "expiry-interval", c.ExpiryInterval, "how often the expiry cleaner runs")
+	fs.StringVar(&c.HeartbeatPolicy, "heartbeat-policy", c.HeartbeatPolicy, "answer a UDP heartbeat with nothing pending: never, always or address-changed")
+	fs.BoolVar(&c.CreateByHeartbeat, "create-by-heartbeat", c.CreateByHeartbeat, "a heartbeat from an unknown uuid creates its record")
+	fs.Int64Var(&c.MaxRecords, "max-records", c.MaxRecords, "records heartbeats may create (pushes still create past it); 0 means no cap")
+	fs.IntVar(&c.RateLimit, "rate-limit", c.RateLimit, "client packets per second allowed from one source address; 0 disables")
+	fs.DurationVar(&c.TCPIdleTimeout, "tcp-idle-timeout", c.TCPIdleTimeout, "close a client TCP connection silent for this long")
+	fs.DurationVar(&c.TCPFrameTimeout, "tcp-frame-timeout", c.TCPFrameTimeout, "close a TCP connection whose started message does not complete in time")
+	fs.IntVar(&c.MaxTCPClients, "max-tcp-clients", c.MaxTCPClients, "concurrent client TCP connections; 0 means no cap")
+	fs.DurationVar(&c.PushIdleTimeout, "push-idle-timeout", c.PushIdleTimeout, "close a push connection idle for this long")
+	fs.IntVar(&c.MaxPushConns, "max-push-conns", c.MaxPushConns, "concurrent push connections; 0 means no cap")
+	fs.StringVar(&c.APITokenFile, "api-token-file", c.APITokenFile, "file holding the HTTP API's bearer token (default: generated into <data-dir>/api-token)")
+	fs.StringVar(&c.CompatTicketFile, "compat-ticket-file", c.CompatTicketFile, "file holding the ticket of the HttpPushServer-compatible endpoint (unset: endpoint disabled)")
+	fs.DurationVar(&c.FlushInterval, "flush-interval", c.FlushInterval, "longest time heartbeat state stays only in memory")
+	fs.Uint64Var(&c.EventRetention, "event-retention", c.EventRetention, "delivery events kept for followers")
+	fs.DurationVar(&c.PushRetention, "push-retention", c.PushRetention, "how long a finished push stays readable by id and idempotency key")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "longest graceful shutdown")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
+	return fs
+}
+
+// EnvName is the environment variable of a flag.
+func EnvName(flagName string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// ApplyEnv sets every flag not given on the command line from its
+// environment variable, if set.
+func ApplyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		env := EnvName(f.Name)
+		if v := getenv(env); v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s=%q: %v", env, v, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// Validate reports every invalid setting at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if _, ok := state.ParsePolicy(c.HeartbeatPolicy); !ok {
+		errs = append(errs, fmt.Errorf("heartbeat-policy %q is not never, always or address-changed", c.HeartbeatPolicy))
+	}
+	if c.MaxContentLen < 1 || c.MaxContentLen > wire.MaxContentLenLimit {
+		errs = append(errs, fmt.Errorf("max-content-length %d is not between 1 and %d", c.MaxContentLen, wire.MaxContentLenLimit))
+	}
+	if !c.UDP && !c.TCP {
+		errs = append(errs, errors.New("udp and tcp are both off: phones could not reach the node"))
+	}
+	if c.OnlineWindow <= 0 {
+		errs = append(errs, errors.New("online-window must be positive"))
+	}
+	if c.ExpiryAge < 0 {
+		errs = append(errs, errors.New("expiry-age must not be negative"))
+	}
+	if c.MaxRecords < 0 {
+		errs = append(errs, errors.New("max-records must not be negative"))
+	}
+	if c.RateLimit < 0 {
+		errs = append(errs, errors.New("rate-limit must not be negative"))
+	}
+	for name, d := range map[string]time.Duration{"expiry-interval": c.ExpiryInterval, "tcp-idle-timeout": c.TCPIdleTimeout,
+		"tcp-frame-timeout": c.TCPFrameTimeout, "push-idle-timeout": c.PushIdleTimeout, "flush-interval": c.FlushInterval,
+		"push-retention": c.PushRetention, "shutdown-timeout": c.ShutdownTimeout} {
+		if d <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive", name))
+		}
+	}
+	if c.EventRetention == 0 {
+		errs = append(errs, errors.New("event-retention must be positive"))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data-dir is required"))
+	}
+	if _, err := c.logLevel(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		errs = append(errs, fmt.Errorf("log-format %q is not text or json", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) logLevel() (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return l, fmt.Errorf("log-level %q is not debug, info, warn or error", c.LogLevel)
+	}
+	return l, nil
+}
+
+// Logger builds the node's logger.
+func (c *Config) Logger(w io.Writer) *slog.Logger {
+	lvl, _ := c.logLevel()
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// TokenFileName is where a node keeps the API token it generated.
+const TokenFileName = "api-token"
+
+// readSecret reads a token file, trimming surrounding whitespace.
+func readSecret(path, what string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read %s %s: %w", what, path, err)
+	}
+	s := strings.TrimSpace(string(b))
+	if s == "" {
+		return "", fmt.Errorf("%s %s is empty", what, path)
+	}
+	return s, nil
+}
+
+// apiToken reads the configured token, or generates one into the data
+// directory on first start so that a bare `pushnode` is never open.
+func (c *Config) apiToken(log *slog.Logger) (string, error) {
+	if c.APITokenFile != "" {
+		return readSecret(c.APITokenFile, "API token file")
+	}
+	path := filepath.Join(c.DataDir, TokenFileName)
+	if t, err := readSecret(path, "API token file"); err == nil {
+		return t, nil
+	}
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	t := hex.EncodeToString(b[:])
+	if err := os.MkdirAll(c.DataDir, 0o750); err != nil {
+		return "", fmt.Errorf("create data directory %s: %w", c.DataDir, err)
+	}
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write generated API token %s: %w", path, err)
+	}
+	log.Info("generated an API token", "file", path)
+	return t, nil
+}

@@ -1,0 +1,243 @@
+// Package node wires a push node together: the engine (core) with its
+// store, the UDP and TCP client listeners, the push listener and the HTTP
+// API. Everything else under node/ is one responsibility each; this is
+// the one place that knows them all.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ddpush/ddpush-operator/node/clients"
+	"github.com/ddpush/ddpush-operator/node/core"
+	"github.com/ddpush/ddpush-operator/node/httpapi"
+	"github.com/ddpush/ddpush-operator/node/pushlistener"
+	"github.com/ddpush/ddpush-operator/node/ratelimit"
+	"github.com/ddpush/ddpush-operator/node/state"
+	"github.com/ddpush/ddpush-operator/node/stats"
+	"github.com/ddpush/ddpush-operator/node/tcpserver"
+	"github.com/ddpush/ddpush-operator/node/udpserver"
+)
+
+// Version is set at build time.
+var Version = "dev"
+
+// Node is a running push node.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	core  *core.Core
+	udp   *udpserver.Server
+	tcp   *tcpserver.Server
+	push  *pushlistener.PushListener
+	http  *http.Server
+	httpL net.Listener
+	api   *httpapi.API
+
+	cancelCore context.CancelFunc
+	coreErr    chan error
+	wg         sync.WaitGroup
+	stopOnce   sync.Once
+	stopErr    error
+}
+
+// Extra lets callers mount more HTTP handlers (the web console).
+var Extra = map[string]http.Handler{}
+
+// Start loads the store, binds every listener and serves. It returns once
+// the node is ready.
+func Start(cfg Config, log *slog.Logger) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	policy, _ := state.ParsePolicy(cfg.HeartbeatPolicy)
+	token, err := cfg.apiToken(log)
+	if err != nil {
+		return nil, err
+	}
+	var ticket string
+	if cfg.CompatTicketFile != "" {
+		if ticket, err = readSecret(cfg.CompatTicketFile, "compat ticket file"); err != nil {
+			return nil, err
+		}
+	}
+	st := stats.New()
+	c, err := core.Open(cfg.DataDir, core.Options{
+		Table: clients.Config{
+			MaxRecords:        cfg.MaxRecords,
+			CreateByHeartbeat: cfg.CreateByHeartbeat,
+			Policy:            policy,
+			OnlineWindow:      int64(cfg.OnlineWindow),
+		},
+		MaxContentLen:  cfg.MaxContentLen,
+		ExpiryAge:      cfg.ExpiryAge,
+		ExpiryInterval: cfg.ExpiryInterval,
+		FlushInterval:  cfg.FlushInterval,
+		EventRetention: cfg.EventRetention,
+		PushRetention:  cfg.PushRetention,
+		Logger:         log,
+		Stats:          st,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{cfg: cfg, log: log, core: c, coreErr: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancelCore = cancel
+	go func() { n.coreErr <- c.Run(ctx) }()
+
+	fail := func(err error) (*Node, error) {
+		n.Stop(context.Background())
+		return nil, err
+	}
+	limit := ratelimit.New(cfg.RateLimit)
+	if cfg.UDP {
+		if n.udp, err = udpserver.Listen(cfg.ClientAddr, c, limit, log); err != nil {
+			return fail(fmt.Errorf("listen udp %s: %w", cfg.ClientAddr, err))
+		}
+		c.SetUDPSender(n.udp)
+	}
+	if cfg.TCP {
+		addr := cfg.ClientAddr
+		if n.udp != nil {
+			// Port 0 picks one port for both transports.
+			addr = netip.AddrPortFrom(mustAddr(cfg.ClientAddr), n.udp.Addr().Port()).String()
+		}
+		if n.tcp, err = tcpserver.Listen(addr, c, limit, tcpserver.Options{
+			IdleTimeout: cfg.TCPIdleTimeout, FrameTimeout: cfg.TCPFrameTimeout, MaxConns: cfg.MaxTCPClients,
+		}, log); err != nil {
+			return fail(fmt.Errorf("listen tcp %s: %w", addr, err))
+		}
+	}
+	if n.push, err = pushlistener.Listen(cfg.PushAddr, c, pushlistener.Options{
+		IdleTimeout: cfg.PushIdleTimeout, FrameTimeout: cfg.TCPFrameTimeout, MaxConns: cfg.MaxPushConns,
+	}, log); err != nil {
+		return fail(fmt.Errorf("listen push %s: %w", cfg.PushAddr, err))
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := st.Register(reg, stats.Gauges{
+		Records:    func() float64 { return float64(c.Records()) },
+		Online:     func() float64 { return float64(c.Online()) },
+		StoreBytes: func() float64 { return float64(c.Store().Size()) },
+		EventSeq:   func() float64 { return float64(c.DurableSeq()) },
+	}); err != nil {
+		return fail(err)
+	}
+	tcpClients := func() int64 { return 0 }
+	if n.tcp != nil {
+		tcpClients = n.tcp.Conns
+	}
+	n.api = httpapi.New(c, httpapi.Options{
+		Token: token, CompatTicket: ticket, Version: Version, Registry: reg, Logger: log,
+		Extra: Extra, TCPClients: tcpClients, Policy: policy, ExpiryAge: cfg.ExpiryAge,
+	})
+	if n.httpL, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return fail(fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err))
+	}
+	n.http = &http.Server{Handler: n.api, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+
+	serve := func(name string, f func() error) {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("listener stopped", "listener", name, "err", err)
+			}
+		}()
+	}
+	if n.udp != nil {
+		serve("udp", func() error { n.udp.Serve(); return nil })
+	}
+	if n.tcp != nil {
+		serve("tcp", n.tcp.Serve)
+	}
+	serve("push", n.push.Serve)
+	serve("http", func() error { return n.http.Serve(n.httpL) })
+	n.api.SetReady(true)
+	log.Info("push node ready", "version", Version, "client", n.ClientAddr().String(), "udp", cfg.UDP, "tcp", cfg.TCP,
+		"push", n.PushAddr().String(), "http", n.HTTPAddr().String(), "records", c.Records(), "heartbeat_policy", policy.String())
+	return n, nil
+}
+
+func mustAddr(hostport string) netip.Addr {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil || host == "" {
+		return netip.IPv6Unspecified()
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		return a
+	}
+	if ips, err := net.LookupIP(host); err == nil && len(ips) > 0 {
+		if a, ok := netip.AddrFromSlice(ips[0]); ok {
+			return a.Unmap()
+		}
+	}
+	return netip.IPv6Unspecified()
+}
+
+// Core is the node's engine.
+func (n *Node) Core() *core.Core { return n.core }
+
+// ClientAddr is the bound client address (UDP and TCP share the port).
+func (n *Node) ClientAddr() netip.AddrPort {
+	if n.udp != nil {
+		return n.udp.Addr()
+	}
+	if n.tcp != nil {
+		return n.tcp.Addr()
+	}
+	return netip.AddrPort{}
+}
+
+// PushAddr is the bound push address.
+func (n *Node) PushAddr() netip.AddrPort { return n.push.Addr() }
+
+// HTTPAddr is the bound HTTP address.
+func (n *Node) HTTPAddr() netip.AddrPort { return n.httpL.Addr().(*net.TCPAddr).AddrPort() }
+
+// Stop shuts down gracefully: not ready, stop taking traffic, make
+// everything durable, close the store. ctx bounds the wait.
+func (n *Node) Stop(ctx context.Context) error {
+	n.stopOnce.Do(func() {
+		if n.api != nil {
+			n.api.SetReady(false)
+		}
+		if n.http != nil {
+			_ = n.http.Shutdown(ctx)
+		}
+		if n.udp != nil {
+			_ = n.udp.Close()
+		}
+		if n.tcp != nil {
+			_ = n.tcp.Close()
+		}
+		if n.push != nil {
+			_ = n.push.Close()
+		}
+		n.wg.Wait()
+		n.cancelCore()
+		select {
+		case n.stopErr = <-n.coreErr:
+		case <-ctx.Done():
+			n.stopErr = fmt.Errorf("store not closed before the shutdown deadline: %w", ctx.Err())
+		}
+		if n.stopErr == nil {
+			n.log.Info("push node stopped; everything is on disk")
+		}
+	})
+	return n.stopErr
+}
