@@ -1,0 +1,54 @@
+# The push node and its operator. `make help` lists the targets.
+
+GO        ?= go
+BIN       ?= bin
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X github.com/ddpush/ddpush-operator/node.Version=$(VERSION)
+FUZZTIME  ?= 10s
+# Fuzz targets: package:Target.
+FUZZ_TARGETS := $(shell grep -rl --include='*_test.go' '^func Fuzz' node | xargs -r grep -o '^func Fuzz[A-Za-z0-9_]*' | sed -E 's|^(.*)/[^/]*_test.go:func (Fuzz.*)|./\1:\2|' | sort -u)
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## Build pushnode and pushctl into bin/.
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/pushnode ./cmd/pushctl
+
+.PHONY: run
+run: build ## Run a node with its data in ./data and the default ports.
+	$(BIN)/pushnode
+
+.PHONY: test
+test: ## Run every test with the race detector.
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+.PHONY: test-short
+test-short: ## Run the tests without the race detector.
+	$(GO) test -count=1 ./...
+
+.PHONY: fuzz
+fuzz: ## Run every fuzz target for FUZZTIME each.
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run='^$$' -fuzz="^$$name$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
+
+.PHONY: bench-go
+bench-go: ## Go benchmarks of the hot paths.
+	$(GO) test -run='^$$' -bench=. -benchmem ./node/...
+
+.PHONY: lint
+lint: ## gofmt and go vet.
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+.PHONY: tidy-check
+tidy-check: ## Fail if go.mod/go.sum are not tidy.
+	$(GO) mod tidy -diff
+
+.PHONY: clean
+clean: ## Remove build outputs.
+	rm -rf $(BIN)
