@@ -1,0 +1,176 @@
+package clients
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/ddpush/ddpush-operator/node/state"
+	"github.com/ddpush/ddpush-operator/node/wire"
+)
+
+type recordingSink struct{ evs []state.Event }
+
+func (s *recordingSink) Append(evs []state.Event) { s.evs = append(s.evs, evs...) }
+
+func newTable(cfg Config) (*ClientTable, *recordingSink) {
+	s := &recordingSink{}
+	if cfg.OnlineWindow == 0 {
+		cfg.OnlineWindow = 60e9
+	}
+	return New(cfg, s), s
+}
+
+func uuid(i int) wire.UUID {
+	var u wire.UUID
+	u[0], u[1], u[2] = byte(i), byte(i>>8), byte(i>>16)
+	u[15] = 0xaa
+	return u
+}
+
+var addr = netip.MustParseAddrPort("127.0.0.1:40000")
+
+func TestHeartbeatOfKnownClientAllocatesNothing(t *testing.T) {
+	tbl, _ := newTable(Config{CreateByHeartbeat: true, Policy: state.PolicyAlways})
+	for i := range 1000 {
+		tbl.Heartbeat(1, uuid(i), state.UDP, addr, nil, 1, nil)
+	}
+	out := make([]byte, 0, 64)
+	u := uuid(500)
+	now := int64(2)
+	allocs := testing.AllocsPerRun(1000, func() {
+		now++
+		out, _ = tbl.Heartbeat(now, u, state.UDP, addr, nil, 1, out[:0])
+	})
+	if allocs != 0 {
+		t.Fatalf("heartbeat allocates %.1f times per packet", allocs)
+	}
+	if len(out) != wire.ServerHeaderLen {
+		t.Fatalf("answer % x", out)
+	}
+}
+
+func TestLookupAllocatesNothing(t *testing.T) {
+	tbl, _ := newTable(Config{CreateByHeartbeat: true})
+	for i := range 1000 {
+		tbl.Heartbeat(1, uuid(i), state.UDP, addr, nil, 1, nil)
+	}
+	u := uuid(77)
+	s := &tbl.shards[u[0]]
+	allocs := testing.AllocsPerRun(1000, func() {
+		s.mu.Lock()
+		r := s.lookup(&u)
+		s.mu.Unlock()
+		if r == nil {
+			t.Fatal("not found")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("lookup allocates %.1f times", allocs)
+	}
+}
+
+func TestChangesAreCollectedOnceAndRedone(t *testing.T) {
+	tbl, sink := newTable(Config{CreateByHeartbeat: true})
+	tbl.Heartbeat(1, uuid(1), state.UDP, addr, nil, 1, nil)
+	tbl.Push(2, uuid(2), 7, state.Custom, 0, []byte("p"), nil)
+	var c Changes
+	tbl.CollectChanges(&c)
+	if len(c.Keys) != 2 || len(c.Values) != 2 {
+		t.Fatalf("first collection: %d keys", len(c.Keys))
+	}
+	for i, k := range c.Keys {
+		var r state.Record
+		if err := r.UnmarshalBinary(c.Values[i]); err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+	}
+	c.Reset()
+	tbl.CollectChanges(&c)
+	if len(c.Keys) != 0 {
+		t.Fatalf("clean records collected again: %v", c.Keys)
+	}
+	// A failed write is retried.
+	tbl.Heartbeat(3, uuid(1), state.UDP, addr, nil, 1, nil)
+	tbl.CollectChanges(&c)
+	tbl.Redo(&c)
+	c.Reset()
+	tbl.CollectChanges(&c)
+	if len(c.Keys) != 1 || c.Keys[0] != uuid(1) {
+		t.Fatalf("after redo: %v", c.Keys)
+	}
+	if len(sink.evs) != 1 || sink.evs[0].Fate != state.Queued || sink.evs[0].PushID != 7 {
+		t.Fatalf("events %+v", sink.evs)
+	}
+}
+
+func TestExpireRemovesAndReportsGone(t *testing.T) {
+	tbl, sink := newTable(Config{CreateByHeartbeat: true})
+	tbl.Push(10, uuid(1), 1, state.General, 0, nil, nil)
+	tbl.Heartbeat(100, uuid(2), state.UDP, addr, nil, 1, nil)
+	conn := new(int)
+	tbl.Heartbeat(10, uuid(3), state.TCP, netip.AddrPort{}, conn, 1, nil)
+	if n := tbl.Expire(200, 50); n != 1 {
+		t.Fatalf("expired %d, want 1 (the TCP client stays, the recent one stays)", n)
+	}
+	if tbl.Len() != 2 {
+		t.Fatalf("len %d", tbl.Len())
+	}
+	var c Changes
+	tbl.CollectChanges(&c)
+	if len(c.Gone) != 1 || c.Gone[0] != uuid(1) {
+		t.Fatalf("gone %v", c.Gone)
+	}
+	last := sink.evs[len(sink.evs)-1]
+	if last.Fate != state.Expired || last.PushID != 1 {
+		t.Fatalf("last event %+v", last)
+	}
+	// The slot is reused and the new record starts clean.
+	tbl.Heartbeat(300, uuid(4), state.UDP, addr, nil, 1, nil)
+	if s, ok := tbl.Get(300, uuid(4)); !ok || s.Record.HasPending() {
+		t.Fatalf("reused slot: %+v %v", s, ok)
+	}
+}
+
+func TestDetachOnlyTheCurrentConnection(t *testing.T) {
+	tbl, _ := newTable(Config{CreateByHeartbeat: true})
+	a, b := new(int), new(int)
+	tbl.Heartbeat(1, uuid(1), state.TCP, netip.AddrPort{}, a, 1, nil)
+	tbl.Heartbeat(2, uuid(1), state.TCP, netip.AddrPort{}, b, 1, nil)
+	tbl.DetachConn(uuid(1), a) // the old connection closing must not unplug the new one
+	if s, _ := tbl.Get(3, uuid(1)); !s.TCP {
+		t.Fatal("new connection detached by the old one")
+	}
+	tbl.DetachConn(uuid(1), b)
+	if s, _ := tbl.Get(3, uuid(1)); s.TCP {
+		t.Fatal("connection still attached")
+	}
+}
+
+func BenchmarkHeartbeat(b *testing.B) {
+	tbl, _ := newTable(Config{CreateByHeartbeat: true, Policy: state.PolicyAlways})
+	const n = 1 << 16
+	for i := range n {
+		tbl.Heartbeat(1, uuid(i), state.UDP, addr, nil, 1, nil)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		out := make([]byte, 0, 64)
+		i := 0
+		for pb.Next() {
+			out, _ = tbl.Heartbeat(int64(i), uuid(i&(n-1)), state.UDP, addr, nil, 1, out[:0])
+			i++
+		}
+	})
+}
+
+func BenchmarkLookup(b *testing.B) {
+	tbl, _ := newTable(Config{CreateByHeartbeat: true})
+	const n = 1 << 16
+	for i := range n {
+		tbl.Heartbeat(1, uuid(i), state.UDP, addr, nil, 1, nil)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		tbl.Get(1, uuid(i&(n-1)))
+	}
+}
