@@ -56,6 +56,8 @@ type Config struct {
 
 	LogLevel  string
 	LogFormat string
+	// Pprof serves net/http/pprof under /debug/pprof/ (token required).
+	Pprof bool
 }
 
 // DefaultConfig is what `pushnode` with no arguments runs.
@@ -120,6 +122,7 @@ func (c *Config) FlagSet(name string, output io.Writer) *flag.FlagSet {
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", c.ShutdownTimeout, "longest graceful shutdown")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve Go profiles under /debug/pprof/ on the HTTP port (bearer token required)")
 	return fs
 }
 

@@ -143,7 +143,7 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	n.api = httpapi.New(c, httpapi.Options{
 		Token: token, CompatTicket: ticket, Version: Version, Registry: reg, Logger: log,
-		Extra: Extra, TCPClients: tcpClients, Policy: policy, ExpiryAge: cfg.ExpiryAge,
+		Extra: Extra, TCPClients: tcpClients, Policy: policy, ExpiryAge: cfg.ExpiryAge, Pprof: cfg.Pprof,
 	})
 	if n.httpL, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return fail(fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err))
