@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -42,6 +43,8 @@ type Options struct {
 	Logger       *slog.Logger
 	// Extra is mounted as is (the web console).
 	Extra map[string]http.Handler
+	// Pprof mounts net/http/pprof behind the token.
+	Pprof bool
 	// TCPClients reports open client TCP connections.
 	TCPClients func() int64
 	Policy     state.Policy
@@ -90,6 +93,12 @@ func New(c *core.Core, opt Options) *API {
 	})
 	if opt.Registry != nil {
 		m.Handle("GET "+api.PathMetrics, promhttp.HandlerFor(opt.Registry, promhttp.HandlerOpts{}))
+	}
+	if opt.Pprof {
+		m.HandleFunc("/debug/pprof/", a.auth(pprof.Index))
+		m.HandleFunc("/debug/pprof/profile", a.auth(pprof.Profile))
+		m.HandleFunc("/debug/pprof/trace", a.auth(pprof.Trace))
+		m.HandleFunc("/debug/pprof/symbol", a.auth(pprof.Symbol))
 	}
 	for p, h := range opt.Extra {
 		m.Handle(p, h)
@@ -669,4 +678,3 @@ func (a *API) compat(w http.ResponseWriter, r *http.Request) {
 	st.Push(stats.FromHTTP, spec.Kind, stats.PushAccepted)
 	answer(true, "")
 }
-
