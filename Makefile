@@ -12,9 +12,25 @@ FUZZ_TARGETS := $(shell grep -rl --include='*_test.go' '^func Fuzz' node | xargs
 help: ## Show this help.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+CONTROLLER_GEN = $(shell hack/tools.sh controller-gen)
+
+.PHONY: generate
+generate: ## Generate deepcopy code from the API markers.
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+
+.PHONY: manifests
+manifests: ## Generate CRDs and RBAC from the markers into config/.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:allowDangerousTypes=false webhook paths=./api/... paths=./controllers/... \
+		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: verify-generated
+verify-generated: generate manifests ## Fail if generated files differ from what is committed.
+	@git diff --exit-code -- api config charts || { echo "generated files are stale: run make generate manifests and commit"; exit 1; }
+	@if [ -n "$$(git status --porcelain -- api config charts)" ]; then git status --porcelain -- api config charts; echo "untracked generated files: commit them"; exit 1; fi
+
 .PHONY: build
-build: ## Build pushnode and pushctl into bin/.
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/pushnode ./cmd/pushctl
+build: ## Build the manager, pushnode and pushctl into bin/.
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/manager ./cmd/pushnode ./cmd/pushctl
 
 .PHONY: run
 run: build ## Run a node with its data in ./data and the default ports.

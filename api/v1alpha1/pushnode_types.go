@@ -1,0 +1,263 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// PushNodeSpec is the desired state of a push node.
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.storage) || !has(oldSelf.storage.storageClassName) || (has(self.storage) && has(self.storage.storageClassName) && self.storage.storageClassName == oldSelf.storage.storageClassName)",message="storage.storageClassName cannot change once set: the data volume already exists"
+type PushNodeSpec struct {
+	// Replicas is the number of node pods. Only 1 is supported until
+	// uuids are sharded across pods.
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:XValidation:rule="self <= 1",message="replicas above 1 need uuid sharding across pods, which is not supported yet: use 1"
+	// +optional
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// Image of the push node. Defaults to the operator's --pushnode-image.
+	// +optional
+	Image string `json:"image,omitempty"`
+
+	// ImagePullPolicy of the node container.
+	// +kubebuilder:validation:Enum=Always;IfNotPresent;Never
+	// +optional
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+
+	// Ports the node listens on.
+	// +kubebuilder:default={}
+	// +optional
+	Ports PushNodePorts `json:"ports,omitempty"`
+
+	// ClientService is the Service phones reach (UDP and/or TCP).
+	// +kubebuilder:default={}
+	// +optional
+	ClientService ClientServiceSpec `json:"clientService,omitempty"`
+
+	// Storage is the persistent volume per pod holding the bbolt store.
+	// +kubebuilder:default={}
+	// +optional
+	Storage StorageSpec `json:"storage,omitempty"`
+
+	// Settings of the node's protocol behaviour.
+	// +kubebuilder:default={}
+	// +optional
+	Settings NodeSettings `json:"settings,omitempty"`
+
+	// Resources of the node container.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// NodeSelector of the node pods.
+	// +optional
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// Tolerations of the node pods.
+	// +optional
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// Affinity of the node pods.
+	// +optional
+	Affinity *corev1.Affinity `json:"affinity,omitempty"`
+
+	// Labels added to every object the operator creates for this node.
+	// +optional
+	Labels map[string]string `json:"labels,omitempty"`
+
+	// Annotations added to every object the operator creates for this node.
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// PushNodePorts are the node's ports.
+type PushNodePorts struct {
+	// Client is the UDP and TCP port phones use.
+	// +kubebuilder:default=9966
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Client int32 `json:"client,omitempty"`
+	// Push is the TCP port app servers push to (cluster-internal).
+	// +kubebuilder:default=9999
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	Push int32 `json:"push,omitempty"`
+	// HTTP is the port of the node's HTTP API (cluster-internal).
+	// +kubebuilder:default=8080
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	HTTP int32 `json:"http,omitempty"`
+}
+
+// ClientServiceSpec shapes the Service phones connect to.
+// +kubebuilder:validation:XValidation:rule="(!has(self.udp) || self.udp) || (!has(self.tcp) || self.tcp)",message="at least one of udp and tcp must be enabled, or phones cannot reach the node"
+type ClientServiceSpec struct {
+	// Type of the client Service.
+	// +kubebuilder:default=ClusterIP
+	// +kubebuilder:validation:Enum=ClusterIP;NodePort;LoadBalancer
+	// +optional
+	Type corev1.ServiceType `json:"type,omitempty"`
+	// Annotations of the client Service (e.g. for a cloud load balancer).
+	// +optional
+	Annotations map[string]string `json:"annotations,omitempty"`
+	// UDP enables clients over UDP.
+	// +kubebuilder:default=true
+	// +optional
+	UDP *bool `json:"udp,omitempty"`
+	// TCP enables clients over TCP.
+	// +kubebuilder:default=true
+	// +optional
+	TCP *bool `json:"tcp,omitempty"`
+}
+
+// PVCRetention says what happens to data volumes.
+// +kubebuilder:validation:Enum=Retain;Delete
+type PVCRetention string
+
+const (
+	PVCRetain PVCRetention = "Retain"
+	PVCDelete PVCRetention = "Delete"
+)
+
+// StorageSpec is the data volume of each pod.
+type StorageSpec struct {
+	// Size of each pod's volume. It may grow (if the storage class allows
+	// expansion) but never shrink.
+	// +kubebuilder:default="1Gi"
+	// +optional
+	Size resource.Quantity `json:"size,omitempty"`
+	// StorageClassName of the volumes; empty uses the cluster default.
+	// +optional
+	StorageClassName *string `json:"storageClassName,omitempty"`
+	// WhenDeleted is what happens to the volumes when the PushNode is deleted.
+	// +kubebuilder:default=Retain
+	// +optional
+	WhenDeleted PVCRetention `json:"whenDeleted,omitempty"`
+	// WhenScaled is what happens to a volume when its pod is scaled away.
+	// +kubebuilder:default=Retain
+	// +optional
+	WhenScaled PVCRetention `json:"whenScaled,omitempty"`
+}
+
+// HeartbeatPolicy decides whether a UDP heartbeat with nothing pending is
+// answered.
+// +kubebuilder:validation:Enum=never;always;address-changed
+type HeartbeatPolicy string
+
+// NodeSettings are the node's protocol settings.
+type NodeSettings struct {
+	// HeartbeatPolicy: answer a UDP heartbeat with nothing pending never,
+	// always, or when the client's address changed.
+	// +kubebuilder:default=never
+	// +optional
+	HeartbeatPolicy HeartbeatPolicy `json:"heartbeatPolicy,omitempty"`
+	// MaxContentLength is the largest Custom payload in bytes.
+	// +kubebuilder:default=500
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	// +optional
+	MaxContentLength int32 `json:"maxContentLength,omitempty"`
+	// OnlineWindow is how long after a UDP heartbeat pushes go out at once.
+	// +kubebuilder:default="60s"
+	// +optional
+	OnlineWindow *metav1.Duration `json:"onlineWindow,omitempty"`
+	// ExpiryAge removes records inactive for longer ("0s" keeps them).
+	// +kubebuilder:default="50h"
+	// +optional
+	ExpiryAge *metav1.Duration `json:"expiryAge,omitempty"`
+	// CreateByHeartbeat lets a heartbeat from an unknown uuid create a record.
+	// +kubebuilder:default=true
+	// +optional
+	CreateByHeartbeat *bool `json:"createByHeartbeat,omitempty"`
+	// MaxRecords caps the records heartbeats may create (pushes still
+	// create records); 0 means no cap.
+	// +kubebuilder:default=2000000
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	MaxRecords *int64 `json:"maxRecords,omitempty"`
+	// RateLimit is the client packets per second allowed from one source
+	// address; 0 disables it.
+	// +kubebuilder:default=1000
+	// +kubebuilder:validation:Minimum=0
+	// +optional
+	RateLimit *int32 `json:"rateLimit,omitempty"`
+}
+
+// PushNodeStatus is the observed state of a push node.
+type PushNodeStatus struct {
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+	// Replicas is the number of node pods.
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+	// ReadyReplicas is the number of node pods ready to serve.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+	// Ready is ReadyReplicas/Replicas, for display.
+	// +optional
+	Ready string `json:"ready,omitempty"`
+	// Conditions: Available, Progressing, Degraded.
+	// +listType=map
+	// +listMapKey=type
+	// +optional
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+	// ClientEndpoint is where phones connect.
+	// +optional
+	ClientEndpoint string `json:"clientEndpoint,omitempty"`
+	// PushEndpoint is where app servers push (cluster-internal).
+	// +optional
+	PushEndpoint string `json:"pushEndpoint,omitempty"`
+	// HTTPEndpoint is the node's HTTP API (cluster-internal).
+	// +optional
+	HTTPEndpoint string `json:"httpEndpoint,omitempty"`
+	// TokenSecretName holds the HTTP API token under the key "token".
+	// +optional
+	TokenSecretName string `json:"tokenSecretName,omitempty"`
+	// Records is the number of client records, read from the nodes.
+	// +optional
+	Records int64 `json:"records,omitempty"`
+	// Online is the number of clients online, read from the nodes.
+	// +optional
+	Online int64 `json:"online,omitempty"`
+	// SettingsHash is the hash of the node settings the pods run with.
+	// +optional
+	SettingsHash string `json:"settingsHash,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=pn,categories=ddpush
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.ready`
+// +kubebuilder:printcolumn:name="Records",type=integer,JSONPath=`.status.records`
+// +kubebuilder:printcolumn:name="Online",type=integer,JSONPath=`.status.online`
+// +kubebuilder:printcolumn:name="Available",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].status`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// PushNode is a DDPush-compatible push node: a StatefulSet running the
+// node binary, its Services and a data volume per pod.
+type PushNode struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +kubebuilder:default={}
+	Spec   PushNodeSpec   `json:"spec,omitempty"`
+	Status PushNodeStatus `json:"status,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+
+// PushNodeList is a list of PushNodes.
+type PushNodeList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []PushNode `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&PushNode{}, &PushNodeList{})
+}

@@ -1,0 +1,78 @@
+// Command manager runs the ddpush operator: the PushNode and PushMessage
+// controllers, with leader election, metrics and health probes.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
+	"github.com/ddpush/ddpush-operator/controllers"
+	"github.com/ddpush/ddpush-operator/controllers/builders"
+	"github.com/ddpush/ddpush-operator/node"
+)
+
+// DefaultImage is the image holding both programs; releases set the tag.
+var DefaultImage = "ghcr.io/ddpush/ddpush-operator:" + defaultTag()
+
+func defaultTag() string {
+	if node.Version == "dev" || node.Version == "" {
+		return "latest"
+	}
+	return node.Version
+}
+
+func main() {
+	var metricsAddr, probeAddr, image string
+	var leaderElect bool
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint (0 disables it)")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so that only one manager acts at a time")
+	flag.StringVar(&image, "pushnode-image", DefaultImage, "image of push nodes whose PushNode names none")
+	version := flag.Bool("version", false, "print the version and exit")
+	opts := zap.Options{}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	if *version {
+		fmt.Println(node.Version)
+		return
+	}
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	log := ctrl.Log.WithName("setup")
+
+	scheme := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(ddpushv1.AddToScheme(scheme))
+
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress: probeAddr,
+		LeaderElection:         leaderElect,
+		LeaderElectionID:       "ddpush-operator.ddpush.dev",
+	})
+	if err != nil {
+		log.Error(err, "cannot create the manager")
+		os.Exit(1)
+	}
+	if err := controllers.Setup(mgr, controllers.Options{Builders: builders.Options{DefaultImage: image}}); err != nil {
+		log.Error(err, "cannot set up the controllers")
+		os.Exit(1)
+	}
+	utilruntime.Must(mgr.AddHealthzCheck("healthz", healthz.Ping))
+	utilruntime.Must(mgr.AddReadyzCheck("readyz", healthz.Ping))
+	log.Info("starting", "version", node.Version, "pushnode-image", image)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		log.Error(err, "manager stopped")
+		os.Exit(1)
+	}
+}

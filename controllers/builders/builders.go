@@ -1,0 +1,121 @@
+// Package builders turns a PushNode into the objects that run it. Each
+// builder makes one object: Object returns it empty (name and namespace
+// only) and Update brings an existing one to the desired state, touching
+// only the fields the operator owns, so that controllerutil.CreateOrUpdate
+// can run them in order. They are pure and tested without a cluster.
+package builders
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"maps"
+	"slices"
+	"strconv"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
+)
+
+// Builder builds one owned object.
+type Builder interface {
+	// Object is the object with only its name and namespace set.
+	Object() client.Object
+	// Update sets the desired state on obj, which is either new or the
+	// object as it exists in the cluster.
+	Update(obj client.Object) error
+}
+
+// Options are the operator-wide inputs of the builders.
+type Options struct {
+	// DefaultImage runs the node when the PushNode names none.
+	DefaultImage string
+	// NewToken makes the API token of a new Secret.
+	NewToken func() (string, error)
+}
+
+// Names of the objects of a PushNode.
+func ConfigMapName(pn *ddpushv1.PushNode) string     { return pn.Name + "-config" }
+func SecretName(pn *ddpushv1.PushNode) string        { return pn.Name + "-api-token" }
+func HeadlessServiceName(pn *ddpushv1.PushNode) string { return pn.Name + "-headless" }
+func ClientServiceName(pn *ddpushv1.PushNode) string   { return pn.Name + "-client" }
+func InternalServiceName(pn *ddpushv1.PushNode) string { return pn.Name + "-internal" }
+func StatefulSetName(pn *ddpushv1.PushNode) string     { return pn.Name }
+
+// TokenKey is the key of the API token in the Secret.
+const TokenKey = "token"
+
+// Label keys.
+const (
+	LabelName      = "app.kubernetes.io/name"
+	LabelInstance  = "app.kubernetes.io/instance"
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	LabelComponent = "app.kubernetes.io/component"
+	// AnnotationSettingsHash in the pod template rolls the pods when the
+	// node settings change.
+	AnnotationSettingsHash = "ddpush.dev/settings-hash"
+)
+
+// SelectorLabels select the pods of a PushNode. They never change.
+func SelectorLabels(pn *ddpushv1.PushNode) map[string]string {
+	return map[string]string{LabelName: "pushnode", LabelInstance: pn.Name}
+}
+
+// Labels are put on every object of a PushNode.
+func Labels(pn *ddpushv1.PushNode) map[string]string {
+	l := maps.Clone(pn.Spec.Labels)
+	if l == nil {
+		l = map[string]string{}
+	}
+	maps.Copy(l, SelectorLabels(pn))
+	l[LabelManagedBy] = "ddpush-operator"
+	l[LabelComponent] = "push-node"
+	return l
+}
+
+// mergeInto sets every key of src on *dst, keeping keys others added.
+func mergeInto(dst *map[string]string, src map[string]string) {
+	if len(src) == 0 {
+		return
+	}
+	if *dst == nil {
+		*dst = map[string]string{}
+	}
+	maps.Copy(*dst, src)
+}
+
+func setMeta(obj client.Object, pn *ddpushv1.PushNode) {
+	l := obj.GetLabels()
+	mergeInto(&l, Labels(pn))
+	obj.SetLabels(l)
+	a := obj.GetAnnotations()
+	mergeInto(&a, pn.Spec.Annotations)
+	obj.SetAnnotations(a)
+}
+
+// For returns the builders of pn in the order they must run: settings
+// and token before the StatefulSet that mounts them.
+func For(pn *ddpushv1.PushNode, opt Options) []Builder {
+	return []Builder{
+		&ConfigMapBuilder{pn},
+		&SecretBuilder{pn, opt.NewToken},
+		&HeadlessServiceBuilder{pn},
+		&ClientServiceBuilder{pn},
+		&InternalServiceBuilder{pn},
+		&StatefulSetBuilder{pn, opt.DefaultImage},
+	}
+}
+
+// SettingsHash is a stable hash of a ConfigMap's data.
+func SettingsHash(data map[string]string) string {
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(data)) {
+		h.Write([]byte(k))
+		h.Write([]byte{0})
+		h.Write([]byte(data[k]))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+func itoa(i int32) string { return strconv.Itoa(int(i)) }

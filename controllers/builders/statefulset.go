@@ -1,0 +1,164 @@
+package builders
+
+import (
+	"maps"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
+)
+
+// Names inside the pod.
+const (
+	ContainerName = "pushnode"
+	VolumeData    = "data"
+	VolumeToken   = "api-token"
+	// NodeCommand is the node binary in the image, which also holds the
+	// manager.
+	NodeCommand = "/pushnode"
+	nonRootUID  = 65532
+)
+
+// StatefulSetBuilder builds the StatefulSet running the node.
+type StatefulSetBuilder struct {
+	PN           *ddpushv1.PushNode
+	DefaultImage string
+}
+
+func (b *StatefulSetBuilder) Object() client.Object {
+	return &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: StatefulSetName(b.PN), Namespace: b.PN.Namespace}}
+}
+
+// Update sets the desired state. Fields the API server refuses to change
+// (selector, service name, volume claim templates) are only set on a new
+// object; storage changes are the reconciler's business.
+func (b *StatefulSetBuilder) Update(obj client.Object) error {
+	sts := obj.(*appsv1.StatefulSet)
+	pn := Defaulted(b.PN)
+	s := &pn.Spec
+	setMeta(sts, b.PN)
+	if sts.CreationTimestamp.IsZero() {
+		sts.Spec.Selector = &metav1.LabelSelector{MatchLabels: SelectorLabels(pn)}
+		sts.Spec.ServiceName = HeadlessServiceName(pn)
+		sts.Spec.VolumeClaimTemplates = []corev1.PersistentVolumeClaim{VolumeClaimTemplate(pn)}
+	}
+	sts.Spec.Replicas = ptr.To(*s.Replicas)
+	sts.Spec.UpdateStrategy = appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType}
+	sts.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
+		WhenDeleted: appsv1.PersistentVolumeClaimRetentionPolicyType(s.Storage.WhenDeleted),
+		WhenScaled:  appsv1.PersistentVolumeClaimRetentionPolicyType(s.Storage.WhenScaled),
+	}
+	sts.Spec.Template = PodTemplate(pn, b.DefaultImage)
+	return nil
+}
+
+// VolumeClaimTemplate is the data volume of each pod.
+func VolumeClaimTemplate(pn *ddpushv1.PushNode) corev1.PersistentVolumeClaim {
+	s := Defaulted(pn).Spec.Storage
+	return corev1.PersistentVolumeClaim{
+		ObjectMeta: metav1.ObjectMeta{Name: VolumeData, Labels: SelectorLabels(pn)},
+		Spec: corev1.PersistentVolumeClaimSpec{
+			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			StorageClassName: s.StorageClassName,
+			Resources: corev1.VolumeResourceRequirements{
+				Requests: corev1.ResourceList{corev1.ResourceStorage: s.Size},
+			},
+		},
+	}
+}
+
+// Image is the node image pn runs.
+func Image(pn *ddpushv1.PushNode, def string) string {
+	if pn.Spec.Image != "" {
+		return pn.Spec.Image
+	}
+	return def
+}
+
+// PodTemplate is the node pod: non-root, read-only root filesystem, no
+// Kubernetes credentials (the node faces the internet and never talks to
+// the API server).
+func PodTemplate(pn *ddpushv1.PushNode, defaultImage string) corev1.PodTemplateSpec {
+	pn = Defaulted(pn)
+	s := &pn.Spec
+	ann := maps.Clone(s.Annotations)
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[AnnotationSettingsHash] = SettingsHash(NodeEnv(pn))
+	pullPolicy := s.ImagePullPolicy
+	if pullPolicy == "" {
+		pullPolicy = corev1.PullIfNotPresent
+	}
+	var ports []corev1.ContainerPort
+	if *s.ClientService.UDP {
+		ports = append(ports, corev1.ContainerPort{Name: PortClientUDP, ContainerPort: s.Ports.Client, Protocol: corev1.ProtocolUDP})
+	}
+	if *s.ClientService.TCP {
+		ports = append(ports, corev1.ContainerPort{Name: PortClientTCP, ContainerPort: s.Ports.Client, Protocol: corev1.ProtocolTCP})
+	}
+	ports = append(ports,
+		corev1.ContainerPort{Name: PortPush, ContainerPort: s.Ports.Push, Protocol: corev1.ProtocolTCP},
+		corev1.ContainerPort{Name: PortHTTP, ContainerPort: s.Ports.HTTP, Protocol: corev1.ProtocolTCP})
+	probe := func(path string, period, failures int32) *corev1.Probe {
+		return &corev1.Probe{
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString(PortHTTP)}},
+			PeriodSeconds:    period,
+			TimeoutSeconds:   2,
+			FailureThreshold: failures,
+		}
+	}
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: Labels(pn), Annotations: ann},
+		Spec: corev1.PodSpec{
+			AutomountServiceAccountToken:  ptr.To(false),
+			EnableServiceLinks:            ptr.To(false),
+			TerminationGracePeriodSeconds: ptr.To[int64](30),
+			NodeSelector:                  s.NodeSelector,
+			Tolerations:                   s.Tolerations,
+			Affinity:                      s.Affinity,
+			SecurityContext: &corev1.PodSecurityContext{
+				RunAsNonRoot:   ptr.To(true),
+				RunAsUser:      ptr.To[int64](nonRootUID),
+				RunAsGroup:     ptr.To[int64](nonRootUID),
+				FSGroup:        ptr.To[int64](nonRootUID),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+			},
+			Containers: []corev1.Container{{
+				Name:            ContainerName,
+				Image:           Image(pn, defaultImage),
+				ImagePullPolicy: pullPolicy,
+				Command:         []string{NodeCommand},
+				EnvFrom:         []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(pn)}}}},
+				Ports:           ports,
+				Resources:       s.Resources,
+				// Loading a million records takes seconds; give it a minute.
+				StartupProbe:   probe("/readyz", 2, 30),
+				ReadinessProbe: probe("/readyz", 5, 2),
+				LivenessProbe:  probe("/healthz", 10, 3),
+				SecurityContext: &corev1.SecurityContext{
+					ReadOnlyRootFilesystem:   ptr.To(true),
+					AllowPrivilegeEscalation: ptr.To(false),
+					RunAsNonRoot:             ptr.To(true),
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+				},
+				VolumeMounts: []corev1.VolumeMount{
+					{Name: VolumeData, MountPath: DataDir},
+					{Name: VolumeToken, MountPath: TokenDir, ReadOnly: true},
+				},
+			}},
+			Volumes: []corev1.Volume{{
+				Name: VolumeToken,
+				VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+					SecretName:  SecretName(pn),
+					DefaultMode: ptr.To[int32](0o440),
+				}},
+			}},
+		},
+	}
+}

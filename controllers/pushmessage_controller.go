@@ -1,0 +1,451 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
+	"github.com/ddpush/ddpush-operator/node/api"
+)
+
+// Field indexes of PushMessages.
+const (
+	IndexPushNode = "spec.pushNodeName"
+	IndexUID      = "metadata.uid"
+)
+
+// Condition types of a PushMessage.
+const (
+	ConditionSubmitted     = "Submitted"
+	ConditionDelivered     = "Delivered"
+	ConditionNodeAvailable = "NodeAvailable"
+)
+
+// PushMessageReconciler submits each PushMessage to its node exactly once
+// (its UID is the idempotency key) and moves its phase as the node's
+// delivery events come in.
+type PushMessageReconciler struct {
+	Client    client.Client
+	Recorder  events.EventRecorder
+	Locator   NodeLocator
+	Followers *Followers
+	// Now is the clock (tests may move it).
+	Now func() time.Time
+}
+
+// +kubebuilder:rbac:groups=ddpush.dev,resources=pushmessages,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=ddpush.dev,resources=pushmessages/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=ddpush.dev,resources=pushmessages/finalizers,verbs=update
+// +kubebuilder:rbac:groups=ddpush.dev,resources=pushnodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
+
+func (r *PushMessageReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// Reconcile moves one PushMessage along.
+func (r *PushMessageReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var pm ddpushv1.PushMessage
+	if err := r.Client.Get(ctx, req.NamespacedName, &pm); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !pm.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	node := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Spec.PushNodeName}
+	if pm.Status.Phase.Finished() {
+		// A finished message is never evaluated again; only its TTL runs.
+		r.Followers.Forget(node, string(pm.UID))
+		return r.expireFinished(ctx, &pm)
+	}
+	orig := pm.Status.DeepCopy()
+	res, err := r.advance(ctx, &pm, node)
+	if !equality.Semantic.DeepEqual(orig, &pm.Status) {
+		pm.Status.ObservedGeneration = pm.Generation
+		if uerr := r.Client.Status().Update(ctx, &pm); uerr != nil {
+			if apierrors.IsConflict(uerr) {
+				return ctrl.Result{Requeue: true}, nil
+			}
+			return ctrl.Result{}, fmt.Errorf("update status: %w", uerr)
+		}
+		r.announce(&pm, orig.Phase)
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if pm.Status.Phase.Finished() {
+		return r.expireFinished(ctx, &pm)
+	}
+	// Wake at the deadline even if nothing else happens.
+	if d := r.deadline(&pm); !d.IsZero() {
+		left := d.Sub(r.now())
+		if res.RequeueAfter == 0 || left < res.RequeueAfter {
+			res.RequeueAfter = max(left, time.Second)
+		}
+	}
+	return res, nil
+}
+
+func (r *PushMessageReconciler) deadline(pm *ddpushv1.PushMessage) time.Time {
+	if pm.Spec.ActiveDeadlineSeconds == nil {
+		return time.Time{}
+	}
+	return pm.CreationTimestamp.Add(time.Duration(*pm.Spec.ActiveDeadlineSeconds) * time.Second)
+}
+
+// backoff grows with failed attempts: 1s, 2s, 4s … up to a minute.
+func backoff(attempts int32) time.Duration {
+	d := time.Second << min(attempts, 6)
+	return min(d, time.Minute)
+}
+
+func (r *PushMessageReconciler) advance(ctx context.Context, pm *ddpushv1.PushMessage, node types.NamespacedName) (ctrl.Result, error) {
+	st := &pm.Status
+	if st.Phase == "" {
+		st.Phase = ddpushv1.PhasePending
+		st.Reason, st.Message = "Created", "waiting to be submitted to the node"
+	}
+	if d := r.deadline(pm); !d.IsZero() && !r.now().Before(d) {
+		r.finish(pm, ddpushv1.PhaseFailed, "DeadlineExceeded",
+			fmt.Sprintf("not delivered within activeDeadlineSeconds (%d); the phone may still receive it later", *pm.Spec.ActiveDeadlineSeconds))
+		return ctrl.Result{}, nil
+	}
+
+	var pn ddpushv1.PushNode
+	if err := r.Client.Get(ctx, node, &pn); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, err
+		}
+		r.nodeUnavailable(pm, "PushNodeNotFound", fmt.Sprintf("PushNode %q does not exist in namespace %s; the message waits for it", node.Name, node.Namespace))
+		return ctrl.Result{}, nil // the PushNode watch wakes us
+	}
+	if !meta.IsStatusConditionTrue(pn.Status.Conditions, ConditionAvailable) {
+		r.nodeUnavailable(pm, "NodeNotReady", fmt.Sprintf("PushNode %q is not available yet", node.Name))
+		st.Attempts++
+		return ctrl.Result{RequeueAfter: backoff(st.Attempts)}, nil
+	}
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: ConditionNodeAvailable, Status: metav1.ConditionTrue,
+		Reason: "NodeAvailable", Message: "the PushNode is available", ObservedGeneration: pm.Generation})
+	r.Followers.Ensure(node)
+
+	if st.PushID == 0 {
+		return r.submit(ctx, pm, &pn)
+	}
+	return r.follow(ctx, pm, &pn, node)
+}
+
+func (r *PushMessageReconciler) nodeUnavailable(pm *ddpushv1.PushMessage, reason, msg string) {
+	st := &pm.Status
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: ConditionNodeAvailable, Status: metav1.ConditionFalse,
+		Reason: reason, Message: msg, ObservedGeneration: pm.Generation})
+	if st.PushID == 0 {
+		st.Reason, st.Message = reason, msg
+	}
+}
+
+// pushRequest is what the node is asked to push.
+func pushRequest(pm *ddpushv1.PushMessage) (api.PushRequest, error) {
+	s := &pm.Spec
+	req := api.PushRequest{UUID: s.UUID, UserID: s.UserID, Key: string(pm.UID)}
+	switch s.Kind {
+	case ddpushv1.KindGeneral:
+		req.Kind = api.KindGeneral
+	case ddpushv1.KindClassified:
+		req.Kind = api.KindClassified
+		v, err := api.ParseBits(s.Bits)
+		if err != nil {
+			return req, err
+		}
+		b := api.Bits(v)
+		req.Bits = &b
+	case ddpushv1.KindCustom:
+		req.Kind = api.KindCustom
+		req.Data, req.BinaryData = s.Data, s.BinaryData
+	default:
+		return req, fmt.Errorf("kind %q is not General, Classified or Custom", s.Kind)
+	}
+	return req, nil
+}
+
+func (r *PushMessageReconciler) submit(ctx context.Context, pm *ddpushv1.PushMessage, pn *ddpushv1.PushNode) (ctrl.Result, error) {
+	st := &pm.Status
+	req, err := pushRequest(pm)
+	if err != nil {
+		r.finish(pm, ddpushv1.PhaseFailed, "InvalidSpec", err.Error())
+		return ctrl.Result{}, nil
+	}
+	retry := func(reason, msg string) (ctrl.Result, error) {
+		st.Attempts++
+		st.Reason, st.Message = reason, msg
+		return ctrl.Result{RequeueAfter: backoff(st.Attempts)}, nil
+	}
+	target := req.UUID
+	ep, err := r.Locator.ForUUID(ctx, pn, target)
+	if err != nil {
+		return retry("NodeNotReachable", err.Error())
+	}
+	token, err := ReadToken(ctx, r.Client, pn)
+	if err != nil {
+		return retry("NoToken", err.Error())
+	}
+	c := api.NewClient(ep.URL, token)
+	c.HTTP.Timeout = 30 * time.Second
+	p, err := c.Push(ctx, req)
+	if err != nil {
+		var se *api.StatusError
+		if errors.As(err, &se) {
+			switch {
+			case se.Code == http.StatusBadRequest:
+				r.finish(pm, ddpushv1.PhaseFailed, "Rejected", "the node refused the message: "+se.Message)
+				return ctrl.Result{}, nil
+			case se.Code == http.StatusUnauthorized:
+				return retry("Unauthorized", "the node refused the operator's token: "+se.Message)
+			}
+		}
+		return retry("SubmitFailed", fmt.Sprintf("submitting to %s failed (will retry): %v", ep.Pod, err))
+	}
+	now := metav1.NewTime(r.now())
+	st.PushID = int64(p.ID)
+	st.TargetUUID = p.UUID
+	st.NodePod = ep.Pod
+	st.SubmittedAt = &now
+	st.Reason, st.Message = "Submitted", fmt.Sprintf("accepted by %s as push %d", ep.Pod, p.ID)
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: ConditionSubmitted, Status: metav1.ConditionTrue,
+		Reason: "Accepted", Message: st.Message, ObservedGeneration: pm.Generation})
+	r.apply(pm, p.Fate, p.SentAt, p.FinishedAt)
+	// The submit answer already says what the node knew at that moment.
+	r.Followers.Synced(types.NamespacedName{Namespace: pm.Namespace, Name: pn.Name}, string(pm.UID))
+	if f, known, _, _ := r.Followers.Lookup(types.NamespacedName{Namespace: pm.Namespace, Name: pn.Name}, string(pm.UID)); known {
+		r.apply(pm, f.Fate, optTime(f.SentAt), optTime(f.FinishedAt))
+	}
+	return ctrl.Result{}, nil
+}
+
+func optTime(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// follow applies what the event stream says, looking the push up once
+// when the stream may have missed something.
+func (r *PushMessageReconciler) follow(ctx context.Context, pm *ddpushv1.PushMessage, pn *ddpushv1.PushNode, node types.NamespacedName) (ctrl.Result, error) {
+	uid := string(pm.UID)
+	f, known, resync, following := r.Followers.Lookup(node, uid)
+	if known {
+		r.apply(pm, f.Fate, optTime(f.SentAt), optTime(f.FinishedAt))
+	}
+	if !following || !resync || pm.Status.Phase.Finished() {
+		return ctrl.Result{}, nil
+	}
+	ep, err := r.Locator.ForUUID(ctx, pn, pm.Status.TargetUUID)
+	if err != nil {
+		return ctrl.Result{RequeueAfter: backoff(3)}, nil
+	}
+	token, err := ReadToken(ctx, r.Client, pn)
+	if err != nil {
+		return ctrl.Result{RequeueAfter: backoff(3)}, nil
+	}
+	c := api.NewClient(ep.URL, token)
+	c.HTTP.Timeout = 30 * time.Second
+	p, err := c.GetPush(ctx, uint64(pm.Status.PushID))
+	if err != nil {
+		var se *api.StatusError
+		if errors.As(err, &se) && se.Code == http.StatusNotFound {
+			r.finish(pm, ddpushv1.PhaseFailed, "PushLost", fmt.Sprintf(
+				"the node no longer knows push %d (its data was lost or the push was trimmed)", pm.Status.PushID))
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{RequeueAfter: backoff(3)}, nil
+	}
+	r.Followers.Synced(node, uid)
+	r.apply(pm, p.Fate, p.SentAt, p.FinishedAt)
+	return ctrl.Result{}, nil
+}
+
+// phaseOf maps a node fate to a phase.
+func phaseOf(fate string) ddpushv1.PushMessagePhase {
+	switch fate {
+	case api.FateQueued:
+		return ddpushv1.PhaseQueued
+	case api.FateSent:
+		return ddpushv1.PhaseSent
+	case api.FateAcknowledged:
+		return ddpushv1.PhaseDelivered
+	case api.FateSuperseded:
+		return ddpushv1.PhaseSuperseded
+	case api.FateExpired:
+		return ddpushv1.PhaseExpired
+	}
+	return ""
+}
+
+func phaseRank(p ddpushv1.PushMessagePhase) int {
+	switch p {
+	case ddpushv1.PhasePending, "":
+		return 0
+	case ddpushv1.PhaseQueued:
+		return 1
+	case ddpushv1.PhaseSent:
+		return 2
+	}
+	return 3
+}
+
+// apply moves the phase forward to what the node says; it never moves back.
+func (r *PushMessageReconciler) apply(pm *ddpushv1.PushMessage, fate string, sentAt, finishedAt *time.Time) {
+	st := &pm.Status
+	next := phaseOf(fate)
+	if sentAt != nil && st.SentAt == nil {
+		t := metav1.NewTime(*sentAt)
+		st.SentAt = &t
+	}
+	if next == "" || phaseRank(next) <= phaseRank(st.Phase) {
+		return
+	}
+	switch next {
+	case ddpushv1.PhaseQueued:
+		st.Phase, st.Reason, st.Message = next, "ClientOffline", "accepted; the client is offline and gets it on its next heartbeat"
+	case ddpushv1.PhaseSent:
+		st.Phase, st.Reason, st.Message = next, "HandedToClient", "sent to the online client; waiting for its ack"
+	case ddpushv1.PhaseDelivered:
+		if finishedAt != nil {
+			t := metav1.NewTime(*finishedAt)
+			st.DeliveredAt = &t
+		}
+		r.finish(pm, next, "Acknowledged", "the client acknowledged the message")
+		if finishedAt != nil {
+			t := metav1.NewTime(*finishedAt)
+			st.CompletionTime = &t
+		}
+	case ddpushv1.PhaseSuperseded:
+		r.finish(pm, next, "Superseded", "a newer push of the same kind to this client replaced it before the ack (DDPush keeps only the latest)")
+	case ddpushv1.PhaseExpired:
+		r.finish(pm, next, "RecordExpired", "the client's record expired on the node before it acknowledged the message")
+	}
+}
+
+func (r *PushMessageReconciler) finish(pm *ddpushv1.PushMessage, phase ddpushv1.PushMessagePhase, reason, msg string) {
+	st := &pm.Status
+	now := metav1.NewTime(r.now())
+	st.Phase, st.Reason, st.Message = phase, reason, msg
+	if st.CompletionTime == nil {
+		st.CompletionTime = &now
+	}
+	status := metav1.ConditionFalse
+	if phase == ddpushv1.PhaseDelivered {
+		status = metav1.ConditionTrue
+	}
+	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: ConditionDelivered, Status: status,
+		Reason: reason, Message: msg, ObservedGeneration: pm.Generation})
+}
+
+// announce records a Kubernetes Event for a phase change.
+func (r *PushMessageReconciler) announce(pm *ddpushv1.PushMessage, from ddpushv1.PushMessagePhase) {
+	if r.Recorder == nil || pm.Status.Phase == from {
+		return
+	}
+	typ := corev1.EventTypeNormal
+	if pm.Status.Phase == ddpushv1.PhaseFailed || pm.Status.Phase == ddpushv1.PhaseExpired {
+		typ = corev1.EventTypeWarning
+	}
+	r.Recorder.Eventf(pm, nil, typ, string(pm.Status.Phase), "Deliver", "%s", pm.Status.Message)
+}
+
+// expireFinished deletes a finished message once its TTL has passed.
+func (r *PushMessageReconciler) expireFinished(ctx context.Context, pm *ddpushv1.PushMessage) (ctrl.Result, error) {
+	if pm.Spec.TTLSecondsAfterFinished == nil || pm.Status.CompletionTime == nil {
+		return ctrl.Result{}, nil
+	}
+	at := pm.Status.CompletionTime.Add(time.Duration(*pm.Spec.TTLSecondsAfterFinished) * time.Second)
+	if left := at.Sub(r.now()); left > 0 {
+		return ctrl.Result{RequeueAfter: left}, nil
+	}
+	logf.FromContext(ctx).Info("deleting finished PushMessage past its TTL", "phase", pm.Status.Phase)
+	if err := r.Client.Delete(ctx, pm, client.Preconditions{UID: &pm.UID}); err != nil && !apierrors.IsNotFound(err) {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{}, nil
+}
+
+// SetupIndexes registers the field indexes the controllers use.
+func SetupIndexes(ctx context.Context, mgr ctrl.Manager) error {
+	idx := mgr.GetFieldIndexer()
+	if err := idx.IndexField(ctx, &ddpushv1.PushMessage{}, IndexPushNode, func(o client.Object) []string {
+		return []string{o.(*ddpushv1.PushMessage).Spec.PushNodeName}
+	}); err != nil {
+		return err
+	}
+	return idx.IndexField(ctx, &ddpushv1.PushMessage{}, IndexUID, func(o client.Object) []string {
+		return []string{string(o.GetUID())}
+	})
+}
+
+// SetupWithManager registers the reconciler. It wakes on its own changes,
+// on its PushNode's changes (a node that becomes available), and on the
+// followers' events.
+func (r *PushMessageReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		// The spec is immutable and the status is ours: only creation
+		// matters, or every status write would reconcile again.
+		For(&ddpushv1.PushMessage{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Watches(&ddpushv1.PushNode{}, handler.EnqueueRequestsFromMapFunc(r.messagesOfNode),
+			builder.WithPredicates(availabilityChanged())).
+		WatchesRawSource(source.Channel(r.Followers.Events(), &handler.TypedEnqueueRequestForObject[*ddpushv1.PushMessage]{})).
+		Named("pushmessage").
+		Complete(r)
+}
+
+// availabilityChanged passes PushNode events that can unblock messages:
+// creation, deletion, and a change of its Available condition.
+func availabilityChanged() predicate.Predicate {
+	return predicate.Funcs{
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			o, ok1 := e.ObjectOld.(*ddpushv1.PushNode)
+			n, ok2 := e.ObjectNew.(*ddpushv1.PushNode)
+			if !ok1 || !ok2 {
+				return true
+			}
+			return meta.IsStatusConditionTrue(o.Status.Conditions, ConditionAvailable) !=
+				meta.IsStatusConditionTrue(n.Status.Conditions, ConditionAvailable)
+		},
+	}
+}
+
+func (r *PushMessageReconciler) messagesOfNode(ctx context.Context, o client.Object) []reconcile.Request {
+	var list ddpushv1.PushMessageList
+	if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{IndexPushNode: o.GetName()}); err != nil {
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		if !list.Items[i].Status.Phase.Finished() {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&list.Items[i])})
+		}
+	}
+	return reqs
+}

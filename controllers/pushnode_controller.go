@@ -1,0 +1,243 @@
+// Package controllers holds the reconcilers of PushNode and PushMessage.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
+	"github.com/ddpush/ddpush-operator/controllers/builders"
+	"github.com/ddpush/ddpush-operator/node/api"
+)
+
+// StatusRefresh is how often a ready PushNode's record counts are re-read.
+const StatusRefresh = 30 * time.Second
+
+// PushNodeReconciler turns a PushNode into its ConfigMap, Secret,
+// Services and StatefulSet, and reports their state.
+type PushNodeReconciler struct {
+	Client    client.Client
+	Scheme    *runtime.Scheme
+	Recorder  events.EventRecorder
+	Builders  builders.Options
+	Locator   NodeLocator
+	Followers *Followers
+}
+
+// +kubebuilder:rbac:groups=ddpush.dev,resources=pushnodes,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=ddpush.dev,resources=pushnodes/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=ddpush.dev,resources=pushnodes/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;configmaps;secrets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one PushNode's objects to the desired state.
+func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	log := logf.FromContext(ctx)
+	var pn ddpushv1.PushNode
+	if err := r.Client.Get(ctx, req.NamespacedName, &pn); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Followers.Stop(req.NamespacedName)
+			return ctrl.Result{}, nil
+		}
+		return ctrl.Result{}, err
+	}
+	if !pn.DeletionTimestamp.IsZero() {
+		// Owned objects go with it through their owner references; the
+		// StatefulSet's claim retention policy decides about the data.
+		r.Followers.Stop(req.NamespacedName)
+		return ctrl.Result{}, nil
+	}
+
+	var problems []problem
+	var applyErr error
+	for _, b := range builders.For(&pn, r.Builders) {
+		obj := b.Object()
+		op, err := controllerutil.CreateOrUpdate(ctx, r.Client, obj, func() error {
+			if err := b.Update(obj); err != nil {
+				return err
+			}
+			return controllerutil.SetControllerReference(&pn, obj, r.Scheme)
+		})
+		if err != nil {
+			kind := fmt.Sprintf("%T", obj)
+			applyErr = fmt.Errorf("apply %s %s: %w", kind, obj.GetName(), err)
+			problems = append(problems, problem{"ApplyFailed", applyErr.Error()})
+			break
+		}
+		if op != controllerutil.OperationResultNone {
+			log.Info("applied", "object", obj.GetName(), "operation", op)
+		}
+	}
+
+	var sts appsv1.StatefulSet
+	stsPtr := &sts
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: builders.StatefulSetName(&pn)}, &sts); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, err
+		}
+		stsPtr = nil
+	}
+	problems = append(problems, r.reconcileStorage(ctx, &pn, stsPtr)...)
+
+	st := pn.Status.DeepCopy()
+	r.fillStatus(ctx, &pn, st, stsPtr, problems)
+	if !equality.Semantic.DeepEqual(&pn.Status, st) {
+		pn.Status = *st
+		if err := r.Client.Status().Update(ctx, &pn); err != nil {
+			if apierrors.IsConflict(err) {
+				return ctrl.Result{Requeue: true}, nil
+			}
+			return ctrl.Result{}, fmt.Errorf("update status: %w", err)
+		}
+	}
+	if applyErr != nil {
+		return ctrl.Result{}, applyErr
+	}
+	if meta.IsStatusConditionTrue(st.Conditions, ConditionAvailable) {
+		r.Followers.Ensure(req.NamespacedName)
+		return ctrl.Result{RequeueAfter: StatusRefresh}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *PushNodeReconciler) fillStatus(ctx context.Context, pn *ddpushv1.PushNode, st *ddpushv1.PushNodeStatus, sts *appsv1.StatefulSet, problems []problem) {
+	d := builders.Defaulted(pn)
+	desired := *d.Spec.Replicas
+	st.ObservedGeneration = pn.Generation
+	st.Replicas = desired
+	st.ReadyReplicas = 0
+	if sts != nil {
+		st.ReadyReplicas = sts.Status.ReadyReplicas
+	}
+	st.Ready = fmt.Sprintf("%d/%d", st.ReadyReplicas, desired)
+	st.TokenSecretName = builders.SecretName(pn)
+	st.SettingsHash = builders.SettingsHash(builders.NodeEnv(pn))
+	internal := fmt.Sprintf("%s.%s.svc", builders.InternalServiceName(pn), pn.Namespace)
+	st.PushEndpoint = net.JoinHostPort(internal, strconv.Itoa(int(d.Spec.Ports.Push)))
+	st.HTTPEndpoint = "http://" + net.JoinHostPort(internal, strconv.Itoa(int(d.Spec.Ports.HTTP)))
+	st.ClientEndpoint = r.clientEndpoint(ctx, d)
+
+	avail := availableCondition(sts, desired)
+	if avail.Status == "True" {
+		if err := r.readNodeStats(ctx, pn, st); err != nil {
+			// Ready pods that the operator cannot query still serve
+			// phones; say so without calling the node unavailable.
+			problems = append(problems, problem{"NodeAPIUnreachable", fmt.Sprintf("cannot read the node's status: %v", err)})
+		}
+	}
+	for _, c := range []metav1.Condition{avail, progressingCondition(sts, desired), degradedCondition(problems)} {
+		c.ObservedGeneration = pn.Generation
+		meta.SetStatusCondition(&st.Conditions, c)
+	}
+}
+
+func (r *PushNodeReconciler) clientEndpoint(ctx context.Context, pn *ddpushv1.PushNode) string {
+	var svc corev1.Service
+	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: builders.ClientServiceName(pn)}, &svc); err != nil {
+		return ""
+	}
+	proto := "udp+tcp"
+	switch {
+	case !*pn.Spec.ClientService.TCP:
+		proto = "udp"
+	case !*pn.Spec.ClientService.UDP:
+		proto = "tcp"
+	}
+	port := strconv.Itoa(int(pn.Spec.Ports.Client))
+	switch svc.Spec.Type {
+	case corev1.ServiceTypeLoadBalancer:
+		for _, in := range svc.Status.LoadBalancer.Ingress {
+			host := in.IP
+			if host == "" {
+				host = in.Hostname
+			}
+			if host != "" {
+				return proto + "://" + net.JoinHostPort(host, port)
+			}
+		}
+		return "pending: the load balancer has no address yet"
+	case corev1.ServiceTypeNodePort:
+		if len(svc.Spec.Ports) > 0 && svc.Spec.Ports[0].NodePort != 0 {
+			return fmt.Sprintf("%s://<any node>:%d", proto, svc.Spec.Ports[0].NodePort)
+		}
+	}
+	return proto + "://" + net.JoinHostPort(fmt.Sprintf("%s.%s.svc", svc.Name, svc.Namespace), port)
+}
+
+// readNodeStats reads the record and online counts from every pod.
+func (r *PushNodeReconciler) readNodeStats(ctx context.Context, pn *ddpushv1.PushNode, st *ddpushv1.PushNodeStatus) error {
+	eps, err := r.Locator.All(ctx, pn)
+	if err != nil {
+		return err
+	}
+	token, err := ReadToken(ctx, r.Client, pn)
+	if err != nil {
+		return err
+	}
+	var records, online int64
+	var errs []error
+	for _, ep := range eps {
+		c := api.NewClient(ep.URL, token)
+		c.HTTP.Timeout = 5 * time.Second
+		s, err := c.Status(ctx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", ep.Pod, err))
+			continue
+		}
+		records += s.Records
+		online += s.Online
+	}
+	if len(errs) == 0 {
+		st.Records, st.Online = records, online
+	}
+	return errors.Join(errs...)
+}
+
+// ReadToken reads a PushNode's API token from its Secret.
+func ReadToken(ctx context.Context, c client.Reader, pn *ddpushv1.PushNode) (string, error) {
+	var s corev1.Secret
+	if err := c.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: builders.SecretName(pn)}, &s); err != nil {
+		return "", fmt.Errorf("read API token secret: %w", err)
+	}
+	t := string(s.Data[builders.TokenKey])
+	if t == "" {
+		return "", fmt.Errorf("secret %s has no %q key", s.Name, builders.TokenKey)
+	}
+	return t, nil
+}
+
+// SetupWithManager registers the reconciler; it watches what it owns.
+func (r *PushNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewControllerManagedBy(mgr).
+		// Status writes are ours; only spec changes need a reconcile.
+		For(&ddpushv1.PushNode{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&corev1.ConfigMap{}).
+		Owns(&corev1.Secret{}).
+		Owns(&corev1.Service{}).
+		Owns(&appsv1.StatefulSet{}).
+		Named("pushnode").
+		Complete(r)
+}
