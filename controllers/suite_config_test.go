@@ -1,0 +1,13 @@
+package controllers_test
+
+import (
+	"go.uber.org/zap/zapcore"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+)
+
+func ctrlConfig() config.Controller {
+	return config.Controller{SkipNameValidation: ptr.To(true)}
+}
+
+func zapLevelError() zapcore.Level { return zapcore.ErrorLevel }

@@ -1,0 +1,200 @@
+package controllers_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
+	"github.com/ddpush/ddpush-operator/controllers"
+	"github.com/ddpush/ddpush-operator/controllers/builders"
+)
+
+// The API server and etcd are real (built from source by
+// hack/k8s-binaries.sh); they are shared by the tests of this package.
+var (
+	cfg    *rest.Config
+	k8s    client.Client
+	scheme = runtime.NewScheme()
+)
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(ddpushv1.AddToScheme(scheme))
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run `make test`, or set it to the output of hack/k8s-binaries.sh")
+		os.Exit(1)
+	}
+	if testing.Verbose() {
+		logf.SetLogger(zap.New(zap.UseDevMode(true)))
+	} else {
+		logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.Level(zapLevelError())))
+	}
+	env := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	var err error
+	cfg, err = env.Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
+		os.Exit(1)
+	}
+	k8s, err = client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "client: %v\n", err)
+		_ = env.Stop()
+		os.Exit(1)
+	}
+	code := m.Run()
+	if err := env.Stop(); err != nil {
+		fmt.Fprintf(os.Stderr, "stop envtest: %v\n", err)
+	}
+	os.Exit(code)
+}
+
+// testLocator is the seam through which the operator finds a node: here
+// it points at a real node process that stands in for the pod.
+type testLocator struct {
+	mu  sync.Mutex
+	eps map[types.NamespacedName]controllers.Endpoint
+}
+
+func (l *testLocator) set(pn types.NamespacedName, url string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.eps == nil {
+		l.eps = map[types.NamespacedName]controllers.Endpoint{}
+	}
+	l.eps[pn] = controllers.Endpoint{URL: url, Pod: pn.Name + "-0"}
+}
+
+func (l *testLocator) get(pn *ddpushv1.PushNode) (controllers.Endpoint, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ep, ok := l.eps[types.NamespacedName{Namespace: pn.Namespace, Name: pn.Name}]
+	if !ok {
+		return ep, &controllers.ErrNodeNotReachable{Reason: "no node process for " + pn.Name}
+	}
+	return ep, nil
+}
+
+func (l *testLocator) ForUUID(_ context.Context, pn *ddpushv1.PushNode, _ string) (controllers.Endpoint, error) {
+	return l.get(pn)
+}
+
+func (l *testLocator) All(_ context.Context, pn *ddpushv1.PushNode) ([]controllers.Endpoint, error) {
+	ep, err := l.get(pn)
+	if err != nil {
+		return nil, err
+	}
+	return []controllers.Endpoint{ep}, nil
+}
+
+// manager runs the operator's controllers against the test API server
+// until stop is called.
+type manager struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startManager(t *testing.T, loc controllers.NodeLocator) *manager {
+	t.Helper()
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		// Each manager gets its own controller names' metrics; tests
+		// start several in one process.
+		Controller: ctrlConfig(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := controllers.Setup(mgr, controllers.Options{
+		Builders: builders.Options{DefaultImage: "example.test/pushnode:test"},
+		Locator:  loc,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &manager{cancel: cancel, done: make(chan error, 1)}
+	go func() { m.done <- mgr.Start(ctx) }()
+	t.Cleanup(m.stop)
+	return m
+}
+
+func (m *manager) stop() {
+	m.cancel()
+	select {
+	case <-m.done:
+	case <-time.After(30 * time.Second):
+	}
+}
+
+// eventually retries check until it returns nil or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = check(); err == nil {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s: not true within %v: %v", what, timeout, err)
+}
+
+// namespace creates a namespace for one test.
+func namespace(t *testing.T) string {
+	t.Helper()
+	ns := &corev1.Namespace{}
+	ns.GenerateName = "test-"
+	if err := k8s.Create(context.Background(), ns); err != nil {
+		t.Fatal(err)
+	}
+	return ns.Name
+}
+
+// markReady plays the StatefulSet controller, which envtest does not run:
+// it reports the node pod ready.
+func markReady(t *testing.T, ns, name string) {
+	t.Helper()
+	ctx := context.Background()
+	eventually(t, 20*time.Second, "StatefulSet ready", func() error {
+		var sts appsv1.StatefulSet
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &sts); err != nil {
+			return err
+		}
+		sts.Status.Replicas = 1
+		sts.Status.ReadyReplicas = 1
+		sts.Status.AvailableReplicas = 1
+		sts.Status.UpdatedReplicas = 1
+		sts.Status.CurrentReplicas = 1
+		sts.Status.ObservedGeneration = sts.Generation
+		sts.Status.CurrentRevision = "rev-1"
+		sts.Status.UpdateRevision = "rev-1"
+		return k8s.Status().Update(ctx, &sts)
+	})
+}
