@@ -81,6 +81,10 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 			}
 			return controllerutil.SetControllerReference(&pn, obj, r.Scheme)
 		})
+		if apierrors.IsConflict(err) {
+			// Someone else wrote it meanwhile: start over from fresh reads.
+			return ctrl.Result{Requeue: true}, nil
+		}
 		if err != nil {
 			kind := fmt.Sprintf("%T", obj)
 			applyErr = fmt.Errorf("apply %s %s: %w", kind, obj.GetName(), err)

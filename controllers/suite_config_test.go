@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"go.uber.org/zap/zapcore"
 	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 )
 
@@ -11,3 +12,5 @@ func ctrlConfig() config.Controller {
 }
 
 func zapLevelError() zapcore.Level { return zapcore.ErrorLevel }
+
+func clientInNamespace(ns string) client.ListOption { return client.InNamespace(ns) }
