@@ -73,9 +73,9 @@ type follower struct {
 	cancel context.CancelFunc
 	mu     sync.Mutex
 	epoch  int
-	fates  map[string]Fate     // by idempotency key (the PushMessage UID)
-	synced map[string]int      // key -> epoch in which it was resynced
-	order  []string            // fates in insertion order, to bound memory
+	fates  map[string]Fate // by idempotency key (the PushMessage UID)
+	synced map[string]int  // key -> epoch in which it was resynced
+	order  []string        // fates in insertion order, to bound memory
 }
 
 const maxFates = 100_000

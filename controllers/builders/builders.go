@@ -35,8 +35,8 @@ type Options struct {
 }
 
 // Names of the objects of a PushNode.
-func ConfigMapName(pn *ddpushv1.PushNode) string     { return pn.Name + "-config" }
-func SecretName(pn *ddpushv1.PushNode) string        { return pn.Name + "-api-token" }
+func ConfigMapName(pn *ddpushv1.PushNode) string       { return pn.Name + "-config" }
+func SecretName(pn *ddpushv1.PushNode) string          { return pn.Name + "-api-token" }
 func HeadlessServiceName(pn *ddpushv1.PushNode) string { return pn.Name + "-headless" }
 func ClientServiceName(pn *ddpushv1.PushNode) string   { return pn.Name + "-client" }
 func InternalServiceName(pn *ddpushv1.PushNode) string { return pn.Name + "-internal" }
