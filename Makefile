@@ -28,6 +28,10 @@ verify-generated: generate manifests ## Fail if generated files differ from what
 	@git diff --exit-code -- api config charts || { echo "generated files are stale: run make generate manifests and commit"; exit 1; }
 	@if [ -n "$$(git status --porcelain -- api config charts)" ]; then git status --porcelain -- api config charts; echo "untracked generated files: commit them"; exit 1; fi
 
+.PHONY: k8s-binaries
+k8s-binaries: ## Build (or reuse) etcd, kube-apiserver, kube-controller-manager and kube-scheduler from source.
+	hack/k8s-binaries.sh
+
 .PHONY: build
 build: ## Build the manager, pushnode and pushctl into bin/.
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/manager ./cmd/pushnode ./cmd/pushctl
@@ -37,12 +41,12 @@ run: build ## Run a node with its data in ./data and the default ports.
 	$(BIN)/pushnode
 
 .PHONY: test
-test: ## Run every test with the race detector.
-	$(GO) test -race -count=1 -timeout 20m ./...
+test: ## Run every test with the race detector (builds the Kubernetes test binaries on first use).
+	assets="$$(hack/k8s-binaries.sh)" && KUBEBUILDER_ASSETS="$$assets" $(GO) test -race -count=1 -timeout 30m ./...
 
 .PHONY: test-short
 test-short: ## Run the tests without the race detector.
-	$(GO) test -count=1 ./...
+	assets="$$(hack/k8s-binaries.sh)" && KUBEBUILDER_ASSETS="$$assets" $(GO) test -count=1 ./...
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each.
@@ -62,8 +66,9 @@ lint: ## gofmt and go vet.
 	$(GO) vet ./...
 
 .PHONY: tidy-check
-tidy-check: ## Fail if go.mod/go.sum are not tidy.
+tidy-check: ## Fail if go.mod/go.sum (ours and hack/k8s's) are not tidy.
 	$(GO) mod tidy -diff
+	cd hack/k8s && GOWORK=off GOFLAGS= $(GO) mod tidy -diff
 
 .PHONY: clean
 clean: ## Remove build outputs.

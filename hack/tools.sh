@@ -102,6 +102,9 @@ ensure_tool() {
       if [[ -x "${bin}" && -f "${dir}/.stamp" && "$(cat "${dir}/.stamp")" == "${want}" ]]; then
         exit 0
       fi
+      # Holding the lock, no other install of it is running: sweep what
+      # killed ones left.
+      rm -rf "${cache_root}/tools/.${name}-${version}".{tmp,old}.*
     fi
 
     log "installing ${pkg}@${version} into ${dir}"

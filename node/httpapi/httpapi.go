@@ -5,6 +5,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/md5"
 	"crypto/subtle"
 	"encoding/json"
@@ -16,6 +17,7 @@ import (
 	"net/http/pprof"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,6 +63,12 @@ type API struct {
 	log   *slog.Logger
 	ready atomic.Bool
 	mux   *http.ServeMux
+
+	drainMu sync.Mutex
+	// drain is closed while the API is not ready: waiting long polls and
+	// event streams end, so that they do not hold up a node being stopped
+	// (http.Server.Shutdown waits for every active request).
+	drain chan struct{}
 }
 
 // New builds the API around c.
@@ -68,7 +76,7 @@ func New(c *core.Core, opt Options) *API {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
-	a := &API{core: c, opt: opt, log: opt.Logger, mux: http.NewServeMux()}
+	a := &API{core: c, opt: opt, log: opt.Logger, mux: http.NewServeMux(), drain: make(chan struct{})}
 	m := a.mux
 	m.HandleFunc("POST "+api.PathPushes, a.auth(a.push))
 	m.HandleFunc("POST "+api.PathPushesBulk, a.auth(a.bulk))
@@ -107,8 +115,46 @@ func New(c *core.Core, opt Options) *API {
 	return a
 }
 
-// SetReady flips /readyz.
-func (a *API) SetReady(ok bool) { a.ready.Store(ok) }
+// SetReady flips /readyz. Turning it off also ends waiting long polls and
+// event streams: their followers reconnect to a node that is ready.
+func (a *API) SetReady(ok bool) {
+	a.drainMu.Lock()
+	defer a.drainMu.Unlock()
+	select {
+	case <-a.drain:
+		if ok {
+			a.drain = make(chan struct{})
+		}
+	default:
+		if !ok {
+			close(a.drain)
+		}
+	}
+	a.ready.Store(ok)
+}
+
+// followContext is the context of a long poll or an event stream: the
+// request's, also cancelled when the API stops being ready.
+func (a *API) followContext(r *http.Request) (context.Context, context.CancelFunc) {
+	a.drainMu.Lock()
+	drain := a.drain
+	a.drainMu.Unlock()
+	ctx, cancel := context.WithCancel(r.Context())
+	go func() {
+		select {
+		case <-drain:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// pushContext is the context a push is made with. A push is applied the
+// moment the core accepts it and only waits for its commit afterwards, so
+// a client hanging up must not turn it into a failure: a retry with the
+// same idempotency key would then push a second time.
+func pushContext(r *http.Request) context.Context { return context.WithoutCancel(r.Context()) }
 
 // ServeHTTP implements http.Handler.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
@@ -252,7 +298,7 @@ func (a *API) push(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("key is longer than %d bytes", core.MaxKeyLen))
 		return
 	}
-	res, err := a.core.Push(r.Context(), spec)
+	res, err := a.core.Push(pushContext(r), spec)
 	if err != nil {
 		var ie *core.InputError
 		if errors.As(err, &ie) {
@@ -332,6 +378,7 @@ func (a *API) bulk(w http.ResponseWriter, r *http.Request) {
 		resp.Results = append(resp.Results, api.BulkResult{Target: s, UUID: u.String()})
 	}
 	// Pushes run concurrently so that one commit carries many of them.
+	ctx := pushContext(r)
 	type done struct {
 		idx int
 		res core.PushResult
@@ -348,7 +395,7 @@ func (a *API) bulk(w http.ResponseWriter, r *http.Request) {
 			if p.Payload != nil {
 				p.Payload = append([]byte(nil), spec.Payload...)
 			}
-			res, err := a.core.Push(r.Context(), p)
+			res, err := a.core.Push(ctx, p)
 			ch <- done{j.idx, res, err}
 		}(j)
 	}
@@ -557,12 +604,14 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		}
 		wait = d
 	}
+	ctx, cancel := a.followContext(r)
+	defer cancel()
 	if strings.Contains(r.Header.Get("Accept"), "text/event-stream") {
-		a.sse(w, r, after)
+		a.sse(ctx, w, after)
 		return
 	}
-	evs, err := a.core.Events(r.Context(), after, limit, wait)
-	if err != nil && r.Context().Err() == nil {
+	evs, err := a.core.Events(ctx, after, limit, wait)
+	if err != nil && ctx.Err() == nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
@@ -577,8 +626,12 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// sse streams events as Server-Sent Events until the client goes away.
-func (a *API) sse(w http.ResponseWriter, r *http.Request, after uint64) {
+// sseKeepAlive is how long an idle event stream waits before a comment.
+const sseKeepAlive = 15 * time.Second
+
+// sse streams events as Server-Sent Events until the client goes away or
+// the node stops.
+func (a *API) sse(ctx context.Context, w http.ResponseWriter, after uint64) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		writeError(w, http.StatusInternalServerError, "streaming is not supported by this connection")
@@ -592,13 +645,18 @@ func (a *API) sse(w http.ResponseWriter, r *http.Request, after uint64) {
 		fmt.Fprintf(w, "event: gap\ndata: {\"first\":%d}\n\n", first)
 	}
 	fl.Flush()
-	ctx := r.Context()
 	for ctx.Err() == nil {
-		evs, err := a.core.Events(ctx, after, maxEventsPerCall, 15*time.Second)
+		start := time.Now()
+		evs, err := a.core.Events(ctx, after, maxEventsPerCall, sseKeepAlive)
 		if err != nil {
 			return
 		}
 		if len(evs) == 0 {
+			if time.Since(start) < sseKeepAlive {
+				// Events stopped waiting early with nothing: the core
+				// is closing. Looping would spin.
+				return
+			}
 			// A comment keeps proxies from closing an idle stream.
 			if _, err := io.WriteString(w, ": keep-alive\n\n"); err != nil {
 				return
@@ -620,6 +678,11 @@ func (a *API) sse(w http.ResponseWriter, r *http.Request, after uint64) {
 func (a *API) compat(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if q.Get("act") == "" && q.Get("ticket") == "" {
+		if strings.Contains(r.Header.Get("Accept"), "text/html") {
+			// A browser: the web console is what it came for.
+			http.Redirect(w, r, "/console/", http.StatusFound)
+			return
+		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		io.WriteString(w, "pushnode: DDPush-compatible push node. The JSON API is under /v1/.\n")
 		return
@@ -670,7 +733,7 @@ func (a *API) compat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st := a.core.Stats()
-	if _, err := a.core.Push(r.Context(), spec); err != nil {
+	if _, err := a.core.Push(pushContext(r), spec); err != nil {
 		st.Push(stats.FromHTTP, spec.Kind, stats.PushRejected)
 		answer(false, err.Error())
 		return
