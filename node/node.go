@@ -104,23 +104,8 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	limit := ratelimit.New(cfg.RateLimit)
-	if cfg.UDP {
-		if n.udp, err = udpserver.Listen(cfg.ClientAddr, c, limit, log); err != nil {
-			return fail(fmt.Errorf("listen udp %s: %w", cfg.ClientAddr, err))
-		}
-		c.SetUDPSender(n.udp)
-	}
-	if cfg.TCP {
-		addr := cfg.ClientAddr
-		if n.udp != nil {
-			// Port 0 picks one port for both transports.
-			addr = netip.AddrPortFrom(mustAddr(cfg.ClientAddr), n.udp.Addr().Port()).String()
-		}
-		if n.tcp, err = tcpserver.Listen(addr, c, limit, tcpserver.Options{
-			IdleTimeout: cfg.TCPIdleTimeout, FrameTimeout: cfg.TCPFrameTimeout, MaxConns: cfg.MaxTCPClients,
-		}, log); err != nil {
-			return fail(fmt.Errorf("listen tcp %s: %w", addr, err))
-		}
+	if err := n.listenClients(cfg, limit); err != nil {
+		return fail(err)
 	}
 	if n.push, err = pushlistener.Listen(cfg.PushAddr, c, pushlistener.Options{
 		IdleTimeout: cfg.PushIdleTimeout, FrameTimeout: cfg.TCPFrameTimeout, MaxConns: cfg.MaxPushConns,
@@ -173,6 +158,48 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	return n, nil
 }
 
+// listenClients binds the client port over UDP and TCP. With port 0 the
+// two transports must still share one port, so the port UDP picks is
+// tried for TCP, and the pair picked again if TCP finds it taken.
+func (n *Node) listenClients(cfg Config, limit *ratelimit.PerSource) error {
+	tcpOpt := tcpserver.Options{IdleTimeout: cfg.TCPIdleTimeout, FrameTimeout: cfg.TCPFrameTimeout, MaxConns: cfg.MaxTCPClients}
+	_, port, _ := net.SplitHostPort(cfg.ClientAddr)
+	tries := 1
+	if cfg.UDP && cfg.TCP && port == "0" {
+		tries = 20
+	}
+	var err error
+	for range tries {
+		if cfg.UDP {
+			if n.udp, err = udpserver.Listen(cfg.ClientAddr, n.core, limit, n.log); err != nil {
+				return fmt.Errorf("listen udp %s: %w", cfg.ClientAddr, err)
+			}
+		}
+		if !cfg.TCP {
+			break
+		}
+		addr := cfg.ClientAddr
+		if n.udp != nil {
+			addr = netip.AddrPortFrom(mustAddr(cfg.ClientAddr), n.udp.Addr().Port()).String()
+		}
+		if n.tcp, err = tcpserver.Listen(addr, n.core, limit, tcpOpt, n.log); err == nil {
+			break
+		}
+		err = fmt.Errorf("listen tcp %s: %w", addr, err)
+		if n.udp != nil {
+			_ = n.udp.Close()
+			n.udp = nil
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if n.udp != nil {
+		n.core.SetUDPSender(n.udp)
+	}
+	return nil
+}
+
 func mustAddr(hostport string) netip.Addr {
 	host, _, err := net.SplitHostPort(hostport)
 	if err != nil || host == "" {
@@ -217,7 +244,9 @@ func (n *Node) Stop(ctx context.Context) error {
 			n.api.SetReady(false)
 		}
 		if n.http != nil {
-			_ = n.http.Shutdown(ctx)
+			if err := n.http.Shutdown(ctx); err != nil {
+				_ = n.http.Close()
+			}
 		}
 		if n.udp != nil {
 			_ = n.udp.Close()
@@ -230,10 +259,16 @@ func (n *Node) Stop(ctx context.Context) error {
 		}
 		n.wg.Wait()
 		n.cancelCore()
+		// The last commit is short; it gets a few seconds even when the
+		// listeners used up the caller's deadline.
+		wait := 5 * time.Second
+		if d, ok := ctx.Deadline(); ok && time.Until(d) > wait {
+			wait = time.Until(d)
+		}
 		select {
 		case n.stopErr = <-n.coreErr:
-		case <-ctx.Done():
-			n.stopErr = fmt.Errorf("store not closed before the shutdown deadline: %w", ctx.Err())
+		case <-time.After(wait):
+			n.stopErr = errors.New("store not closed before the shutdown deadline")
 		}
 		if n.stopErr == nil {
 			n.log.Info("push node stopped; everything is on disk")

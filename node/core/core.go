@@ -519,7 +519,11 @@ func (c *Core) push(ctx context.Context, p PushSpec) (PushResult, error) {
 	}
 	c.bufPool.Put(bp)
 	res := PushResult{ID: id, UUID: p.UUID, Kind: p.Kind, Fate: fate, AcceptedAt: now}
-	if err := c.durable(ctx); err != nil {
+	// The push is applied: it will be committed whether or not the caller
+	// still waits, so the wait ignores the caller's cancellation. Else a
+	// caller that gave up would report a failure for a push that lands,
+	// and a retry with the same key would push twice.
+	if err := c.durable(context.WithoutCancel(ctx)); err != nil {
 		return PushResult{}, fmt.Errorf("make push %d durable: %w", id, err)
 	}
 	return res, nil
