@@ -107,15 +107,23 @@ func PodTemplate(pn *ddpushv1.PushNode, defaultImage string) corev1.PodTemplateS
 		corev1.ContainerPort{Name: PortHTTP, ContainerPort: s.Ports.HTTP, Protocol: corev1.ProtocolTCP})
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString(PortHTTP)}},
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString(PortHTTP), Scheme: corev1.URISchemeHTTP}},
 			PeriodSeconds:    period,
 			TimeoutSeconds:   2,
+			SuccessThreshold: 1,
 			FailureThreshold: failures,
 		}
 	}
 	return corev1.PodTemplateSpec{
 		ObjectMeta: metav1.ObjectMeta{Labels: Labels(pn), Annotations: ann},
 		Spec: corev1.PodSpec{
+			// The fields the API server would default are set to those
+			// defaults (here, in the probes and in the container), so that
+			// an unchanged StatefulSet compares equal and is not updated on
+			// every reconcile.
+			RestartPolicy:                 corev1.RestartPolicyAlways,
+			DNSPolicy:                     corev1.DNSClusterFirst,
+			SchedulerName:                 corev1.DefaultSchedulerName,
 			AutomountServiceAccountToken:  ptr.To(false),
 			EnableServiceLinks:            ptr.To(false),
 			TerminationGracePeriodSeconds: ptr.To[int64](30),
@@ -130,13 +138,15 @@ func PodTemplate(pn *ddpushv1.PushNode, defaultImage string) corev1.PodTemplateS
 				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 			},
 			Containers: []corev1.Container{{
-				Name:            ContainerName,
-				Image:           Image(pn, defaultImage),
-				ImagePullPolicy: pullPolicy,
-				Command:         []string{NodeCommand},
-				EnvFrom:         []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(pn)}}}},
-				Ports:           ports,
-				Resources:       s.Resources,
+				Name:                     ContainerName,
+				TerminationMessagePath:   corev1.TerminationMessagePathDefault,
+				TerminationMessagePolicy: corev1.TerminationMessageReadFile,
+				Image:                    Image(pn, defaultImage),
+				ImagePullPolicy:          pullPolicy,
+				Command:                  []string{NodeCommand},
+				EnvFrom:                  []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(pn)}}}},
+				Ports:                    ports,
+				Resources:                s.Resources,
 				// Loading a million records takes seconds; give it a minute.
 				StartupProbe:   probe("/readyz", 2, 30),
 				ReadinessProbe: probe("/readyz", 5, 2),
