@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -19,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ddpush/ddpush-operator/node/clients"
+	"github.com/ddpush/ddpush-operator/node/console"
 	"github.com/ddpush/ddpush-operator/node/core"
 	"github.com/ddpush/ddpush-operator/node/httpapi"
 	"github.com/ddpush/ddpush-operator/node/pushlistener"
@@ -126,9 +128,11 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	if n.tcp != nil {
 		tcpClients = n.tcp.Conns
 	}
+	extra := map[string]http.Handler{"GET /console/": console.Handler(), "GET /console": console.Redirect()}
+	maps.Copy(extra, Extra)
 	n.api = httpapi.New(c, httpapi.Options{
 		Token: token, CompatTicket: ticket, Version: Version, Registry: reg, Logger: log,
-		Extra: Extra, TCPClients: tcpClients, Policy: policy, ExpiryAge: cfg.ExpiryAge, Pprof: cfg.Pprof,
+		Extra: extra, TCPClients: tcpClients, Policy: policy, ExpiryAge: cfg.ExpiryAge, Pprof: cfg.Pprof,
 	})
 	if n.httpL, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return fail(fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err))
