@@ -152,8 +152,10 @@ type Pending struct {
 	PushID uint64    `json:"pushId"`
 	At     time.Time `json:"at"`
 	Sent   bool      `json:"sent"`
-	Bits   *Bits     `json:"bits,omitempty"`
-	Size   int       `json:"size,omitempty"`
+	// Fate is "queued" or "sent": a pending message has no other.
+	Fate string `json:"fate"`
+	Bits *Bits  `json:"bits,omitempty"`
+	Size int    `json:"size,omitempty"`
 	// Data is the pending custom payload, as base64.
 	Data []byte `json:"data,omitempty"`
 }

@@ -503,6 +503,12 @@ func ClientJSON(s *clients.Snapshot) api.ClientInfo {
 	if e.Custom != nil {
 		c.Pending = append(c.Pending, api.Pending{Kind: api.KindCustom, PushID: e.CustomID, At: time.Unix(0, e.CustomAt).UTC(), Sent: e.CustomSent, Size: len(e.Custom), Data: e.Custom})
 	}
+	for i := range c.Pending {
+		c.Pending[i].Fate = api.FateQueued
+		if c.Pending[i].Sent {
+			c.Pending[i].Fate = api.FateSent
+		}
+	}
 	return c
 }
 
