@@ -23,8 +23,16 @@ manifests: ## Generate CRDs and RBAC from the markers into config/.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd:allowDangerousTypes=false webhook paths=./api/... paths=./controllers/... \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 
+.PHONY: chart-sync
+chart-sync: ## Copy the generated CRDs and manager ClusterRole from config/ into the Helm chart.
+	hack/chart-sync.sh
+
+.PHONY: chart-check
+chart-check: ## Check the Helm chart (sync drift, helm lint --strict, helm template); no cluster needed.
+	hack/chart-check.sh
+
 .PHONY: verify-generated
-verify-generated: generate manifests ## Fail if generated files differ from what is committed.
+verify-generated: generate manifests chart-sync ## Fail if generated files differ from what is committed.
 	@git diff --exit-code -- api config charts || { echo "generated files are stale: run make generate manifests and commit"; exit 1; }
 	@if [ -n "$$(git status --porcelain -- api config charts)" ]; then git status --porcelain -- api config charts; echo "untracked generated files: commit them"; exit 1; fi
 

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Checks the Helm chart (charts/ddpush-operator), as CI does:
+#   1. its CRDs and the manager's ClusterRole match config/ (hack/chart-sync.sh
+#      changes nothing, and no generated chart file differs from git);
+#   2. `helm lint --strict`, with the default values and each ci/*-values.yaml;
+#   3. `helm template` with the default values and with every optional
+#      feature on (ci/all-features-values.yaml: ServiceMonitor,
+#      NetworkPolicy, CRDs off, …) renders objects that parse and decode
+#      strictly (hack/manifestcheck), and the right ones;
+#   4. the schema refuses a wrong value;
+#   5. the chart's default image is the one the manager names by default.
+# Needs no cluster. helm is built from source by hack/tools.sh.
+set -euo pipefail
+export LC_ALL=C
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+chart=charts/ddpush-operator
+generated=("${chart}/templates/crds" "${chart}/templates/rbac/manager-clusterrole.yaml")
+
+fail() { printf 'chart-check: FAIL: %s\n' "$*" >&2; exit 1; }
+step() { printf '== chart-check: %s\n' "$*"; }
+
+HELM="$(hack/tools.sh helm)"
+tmp="$(mktemp -d)"
+trap 'rm -rf "${tmp}"' EXIT
+go build -o "${tmp}/manifestcheck" ./hack/manifestcheck
+
+step "generated chart files are in sync with config/"
+mkdir -p "${tmp}/before"
+for p in "${generated[@]}"; do
+  [[ -e ${p} ]] && cp -R "${p}" "${tmp}/before/"
+done
+hack/chart-sync.sh
+mkdir -p "${tmp}/after"
+for p in "${generated[@]}"; do
+  [[ -e ${p} ]] && cp -R "${p}" "${tmp}/after/"
+done
+if ! diff -ru "${tmp}/before" "${tmp}/after"; then
+  fail "the chart's CRDs or ClusterRole were stale: run make manifests chart-sync and commit"
+fi
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+  git diff --exit-code -- "${generated[@]}" ||
+    fail "generated chart files differ from git: run make manifests chart-sync and commit"
+fi
+
+step "helm lint --strict"
+"${HELM}" lint --strict "${chart}"
+for f in "${chart}"/ci/*-values.yaml; do
+  "${HELM}" lint --strict "${chart}" -f "${f}"
+done
+
+# render NAME HELM-ARGS...: renders the chart into ${tmp}/NAME.yaml, checks
+# the objects, and lists them (kind/namespace/name) in ${tmp}/NAME.objects.
+render() {
+  local name="$1"
+  shift
+  "${HELM}" template ddpush "${chart}" --namespace ddpush-system "$@" >"${tmp}/${name}.yaml"
+  "${tmp}/manifestcheck" "${tmp}/${name}.yaml" >"${tmp}/${name}.objects" ||
+    fail "helm template (${name}) rendered invalid objects"
+  echo "rendered (${name}):"
+  sed 's/^/  /' "${tmp}/${name}.objects"
+}
+# count NAME KIND: how many objects of KIND were rendered.
+count() { grep -c "^$2/" "${tmp}/$1.objects" || true; }
+expect_count() {
+  local got
+  got="$(count "$1" "$2")"
+  [[ ${got} == "$3" ]] || fail "$1: want $3 $2, got ${got}"
+}
+
+app_version="$(awk '$1 == "appVersion:" { gsub(/"/, "", $2); print $2 }' "${chart}/Chart.yaml")"
+repository="$(awk '/^image:/ { in_image = 1; next } /^[^ #]/ { in_image = 0 } in_image && $1 == "repository:" { print $2 }' "${chart}/values.yaml")"
+[[ -n ${app_version} && -n ${repository} ]] || fail "cannot read appVersion or image.repository"
+default_image="${repository}:${app_version}"
+
+step "helm template, default values"
+render default
+crds=(config/crd/bases/*.yaml)
+expect_count default CustomResourceDefinition "${#crds[@]}"
+expect_count default Deployment 1
+expect_count default Service 1
+expect_count default ServiceAccount 1
+expect_count default ClusterRole 3
+expect_count default ClusterRoleBinding 1
+expect_count default Role 1
+expect_count default RoleBinding 1
+expect_count default ServiceMonitor 0
+expect_count default NetworkPolicy 0
+grep -qx "        image: ${default_image}" "${tmp}/default.yaml" ||
+  fail "default: the manager's image is not ${default_image}"
+grep -qx -- "        - --pushnode-image=${default_image}" "${tmp}/default.yaml" ||
+  fail "default: --pushnode-image is not ${default_image}"
+[[ $(grep -c '^    helm.sh/resource-policy: keep$' "${tmp}/default.yaml") == "${#crds[@]}" ]] ||
+  fail "default: every CRD must have helm.sh/resource-policy: keep"
+
+step "helm template, every optional feature on"
+render all-features -f "${chart}/ci/all-features-values.yaml"
+expect_count all-features CustomResourceDefinition 0
+expect_count all-features ServiceMonitor 1
+# One per networkPolicy.pushNodeNamespaces entry in the ci values.
+expect_count all-features NetworkPolicy 2
+expect_count all-features Deployment 1
+grep -qx -- "        - --pushnode-image=registry.example.com/ddpush/pushnode:v0.1.0-rc.1" "${tmp}/all-features.yaml" ||
+  fail "all-features: pushNode.image is not passed to the manager"
+grep -qx -- '        - "--zap-log-level=debug"' "${tmp}/all-features.yaml" ||
+  fail "all-features: extraArgs are not passed to the manager"
+
+step "helm template, network policy in the release namespace only"
+render netpol-default --set networkPolicy.enabled=true
+expect_count netpol-default NetworkPolicy 1
+grep -qx 'NetworkPolicy/ddpush-system/.*' "${tmp}/netpol-default.objects" ||
+  fail "netpol-default: the NetworkPolicy is not in the release namespace"
+
+step "the values schema refuses wrong values"
+for bad in networkPolicy.enabled=yes replicaCount=two noSuchValue=1 image.pullPolicy=Sometimes; do
+  if "${HELM}" template ddpush "${chart}" --set "${bad}" >/dev/null 2>&1; then
+    fail "the schema accepted --set ${bad}"
+  fi
+done
+
+step "the chart's default image is the manager's default image"
+# cmd/manager names ghcr.io/ddpush/ddpush-operator:<version>; the chart names
+# <image.repository>:<appVersion>: same repository.
+grep -q "DefaultImage = \"${repository}:\"" cmd/manager/main.go ||
+  fail "cmd/manager/main.go's DefaultImage does not use ${repository}"
+
+echo "chart-check: OK"
