@@ -81,3 +81,9 @@ tidy-check: ## Fail if go.mod/go.sum (ours and hack/k8s's) are not tidy.
 .PHONY: clean
 clean: ## Remove build outputs.
 	rm -rf $(BIN)
+
+.PHONY: e2e
+e2e: ## The end-to-end suite: local cluster up, helm install, kubectl scenarios, cluster down.
+	hack/e2e.sh
+
+include hack/localcluster.mk

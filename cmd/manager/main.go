@@ -32,11 +32,13 @@ func defaultTag() string {
 }
 
 func main() {
-	var metricsAddr, probeAddr, image string
+	var metricsAddr, probeAddr, image, leaderNS string
 	var leaderElect bool
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint (0 disables it)")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so that only one manager acts at a time")
+	flag.StringVar(&leaderNS, "leader-election-namespace", os.Getenv("POD_NAMESPACE"),
+		"namespace of the leader lease (default $POD_NAMESPACE; needed when not running in a pod with a service account)")
 	flag.StringVar(&image, "pushnode-image", DefaultImage, "image of push nodes whose PushNode names none")
 	version := flag.Bool("version", false, "print the version and exit")
 	opts := zap.Options{}
@@ -54,11 +56,12 @@ func main() {
 	utilruntime.Must(ddpushv1.AddToScheme(scheme))
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Scheme:                 scheme,
-		Metrics:                metricsserver.Options{BindAddress: metricsAddr},
-		HealthProbeBindAddress: probeAddr,
-		LeaderElection:         leaderElect,
-		LeaderElectionID:       "ddpush-operator.ddpush.dev",
+		Scheme:                  scheme,
+		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:  probeAddr,
+		LeaderElection:          leaderElect,
+		LeaderElectionID:        "ddpush-operator.ddpush.dev",
+		LeaderElectionNamespace: leaderNS,
 	})
 	if err != nil {
 		log.Error(err, "cannot create the manager")
