@@ -17,6 +17,7 @@ import (
 	"github.com/ddpush/ddpush-operator/node/core"
 	"github.com/ddpush/ddpush-operator/node/state"
 	"github.com/ddpush/ddpush-operator/node/stats"
+	"github.com/ddpush/ddpush-operator/node/tcpaccept"
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
 
@@ -68,26 +69,11 @@ func (l *PushListener) Addr() netip.AddrPort { return l.ln.Addr().(*net.TCPAddr)
 
 // Serve accepts until Close.
 func (l *PushListener) Serve() error {
-	for {
-		nc, err := l.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			l.log.Warn("push accept", "err", err)
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		if l.opt.MaxConns > 0 && l.n.Load() >= int64(l.opt.MaxConns) {
-			l.st.Drop(stats.DropPushConnLimit)
-			nc.Close()
-			continue
-		}
-		l.n.Add(1)
+	return tcpaccept.Loop(l.ln, l.opt.MaxConns, &l.n, func() { l.st.Drop(stats.DropPushConnLimit) }, l.log, func(nc net.Conn) {
 		l.conns.Store(nc, struct{}{})
 		l.wg.Add(1)
 		go l.serveConn(nc)
-	}
+	})
 }
 
 // Close stops accepting, closes every connection (a push being committed

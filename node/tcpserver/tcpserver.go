@@ -19,6 +19,7 @@ import (
 	"github.com/ddpush/ddpush-operator/node/ratelimit"
 	"github.com/ddpush/ddpush-operator/node/state"
 	"github.com/ddpush/ddpush-operator/node/stats"
+	"github.com/ddpush/ddpush-operator/node/tcpaccept"
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
 
@@ -81,28 +82,13 @@ func (s *Server) Addr() netip.AddrPort { return s.ln.Addr().(*net.TCPAddr).AddrP
 
 // Serve accepts until Close.
 func (s *Server) Serve() error {
-	for {
-		nc, err := s.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			s.log.Warn("tcp accept", "err", err)
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
-		if s.opt.MaxConns > 0 && s.n.Load() >= int64(s.opt.MaxConns) {
-			s.st.Drop(stats.DropTCPConnLimit)
-			nc.Close()
-			continue
-		}
+	return tcpaccept.Loop(s.ln, s.opt.MaxConns, &s.n, func() { s.st.Drop(stats.DropTCPConnLimit) }, s.log, func(nc net.Conn) {
 		c := &clientConn{s: s, nc: nc, q: make(chan []byte, s.opt.QueueLen), done: make(chan struct{})}
-		s.n.Add(1)
 		s.conns.Store(c, struct{}{})
 		s.wg.Add(2)
 		go c.readLoop()
 		go c.writeLoop()
-	}
+	})
 }
 
 // Conns is the number of open client connections.
