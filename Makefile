@@ -72,6 +72,7 @@ bench-go: ## Go benchmarks of the hot paths.
 lint: ## gofmt and go vet.
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./test/e2e/
 
 .PHONY: tidy-check
 tidy-check: ## Fail if go.mod/go.sum (ours and hack/k8s's) are not tidy.
