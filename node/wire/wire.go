@@ -98,6 +98,14 @@ func unhex(c byte) (byte, bool) {
 	return 0, false
 }
 
+// bodyMask reads an 8-byte body as the 64-bit mask of a 0x11 message.
+func bodyMask(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
 // ClientMessage is a decoded phone-to-node message. Body aliases the
 // decoded buffer; copy it before keeping it.
 type ClientMessage struct {
@@ -108,12 +116,7 @@ type ClientMessage struct {
 }
 
 // Mask returns the 64-bit mask of a 0x11 ack.
-func (m *ClientMessage) Mask() uint64 {
-	if len(m.Body) != 8 {
-		return 0
-	}
-	return binary.BigEndian.Uint64(m.Body)
-}
+func (m *ClientMessage) Mask() uint64 { return bodyMask(m.Body) }
 
 // Reasons a message is dropped; they double as metric labels.
 var (
@@ -208,12 +211,7 @@ type ServerMessage struct {
 }
 
 // Mask returns the 64-bit mask of a 0x11 notice.
-func (m *ServerMessage) Mask() uint64 {
-	if len(m.Body) != 8 {
-		return 0
-	}
-	return binary.BigEndian.Uint64(m.Body)
-}
+func (m *ServerMessage) Mask() uint64 { return bodyMask(m.Body) }
 
 // DecodeServer decodes one server message that fills b exactly. It applies
 // the checks a DDPush client applies: a 0x20 must carry a payload, a 0x11
@@ -269,12 +267,7 @@ type PushRequest struct {
 }
 
 // Mask returns the bits of a 0x11 push.
-func (p *PushRequest) Mask() uint64 {
-	if len(p.Body) != 8 {
-		return 0
-	}
-	return binary.BigEndian.Uint64(p.Body)
-}
+func (p *PushRequest) Mask() uint64 { return bodyMask(p.Body) }
 
 // PushFrameLen reports, from the first bytes of a 9999 stream, how long the
 // next push request is. A declared body above maxContent is a violation:
