@@ -87,4 +87,9 @@ clean: ## Remove build outputs.
 e2e: ## The end-to-end suite: local cluster up, helm install, kubectl scenarios, cluster down.
 	hack/e2e.sh
 
+
+.PHONY: bench
+bench: ## The load tool against a node and this machine's do-nothing ceiling (BENCH_QUICK=1: a short run); see BENCHMARKS.md.
+	hack/bench.sh
+
 include hack/localcluster.mk

@@ -50,13 +50,15 @@ func run(args []string) int {
 		return 2
 	}
 	log := cfg.Logger(os.Stderr)
+	// Listen for signals before the node says it is ready, so that a
+	// SIGTERM right after "ready" still shuts it down gracefully.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	n, err := node.Start(cfg, log)
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	s := <-sig
 	log.Info("shutting down", "signal", s.String())
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)

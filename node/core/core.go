@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,6 +146,10 @@ func Open(dir string, opt Options) (*Core, error) {
 	sink.l = log
 	c.table, c.ev = tbl, log
 	c.nextID.Store(counters.NextPushID - 1)
+	// Loading grew the table's slabs and maps by doubling; give what the
+	// growth left behind back to the system now rather than leaving the
+	// resident set at twice the table for good.
+	debug.FreeOSMemory()
 	c.log.Info("store loaded", "path", st.Path(), "records", tbl.Len(), "bytes", st.Size(), "took", time.Since(start).Round(time.Millisecond))
 	return c, nil
 }

@@ -122,7 +122,25 @@ func (s *Store) Load(fn func(u wire.UUID, v []byte) error) (Counters, error) {
 	if err != nil {
 		return c, fmt.Errorf("load %s: %w", s.path, err)
 	}
+	s.releaseMapped()
 	return c, nil
+}
+
+// releaseMapped drops the pages of the bbolt file that reading it mapped
+// into the process: once the records are in memory, keeping a second,
+// file-backed copy of them resident only costs memory.
+func (s *Store) releaseMapped() {
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		info := s.db.Info()
+		size := uintptr(tx.Size())
+		page := uintptr(max(info.PageSize, 1))
+		// The meta pages at the start stay: every transaction reads them.
+		skip := 4 * page
+		if size > skip {
+			dropResident(info.Data+skip, (size-skip)/page*page)
+		}
+		return nil
+	})
 }
 
 func getU64(v []byte, def uint64) uint64 {

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package store
+
+func dropResident(addr, n uintptr) {}
