@@ -69,7 +69,7 @@ var infos = []struct{ name, workload, metric, unit string }{
 	{"scale: fill heartbeats/s (record creation)", "scale", "fill_heartbeats_per_s", "/s"},
 	{"durability: answered before SIGKILL / found after", "durability", "accepted_before_kill|found_after_restart", ""},
 	{"durability: pushes/s while killed", "durability", "pushes_per_s_before_kill", "/s"},
-	{"durability: restart to ready after SIGKILL (journal replay), slowest round", "durability", "restart_to_ready_max_s", "s"},
+	{"durability: restart to ready after SIGKILL, slowest round", "durability", "restart_to_ready_max_s", "s"},
 }
 
 func runReport(_ context.Context, args []string, stdout io.Writer) error {
