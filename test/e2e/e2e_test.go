@@ -119,7 +119,9 @@ func testNodePodKilled(t *testing.T) {
 	mustApply(t, "create", pushMessageYAML(ns, "survivor", "sturdy", "2001", "Custom", "  data: still here"))
 	waitPhase(t, ns, "survivor", "Queued")
 	uid := n.podUID()
-	kubectl(t, "-n", ns, "delete", "pod", "sturdy-0", "--wait=true", "--timeout=60s")
+	// Not --wait: the StatefulSet recreates the pod under the same name at
+	// once, and kubectl's wait can miss the old one going.
+	kubectl(t, "-n", ns, "delete", "pod", "sturdy-0", "--wait=false")
 	eventually(t, 90*time.Second, "pod recreated", func() error {
 		if u := n.podUID(); u == "" || u == uid {
 			return fmt.Errorf("pod uid %q", u)
