@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -138,11 +139,7 @@ func TestPushNodeSettingsChangeRollsPodsButKeepsToken(t *testing.T) {
 	hash := sts.Spec.Template.Annotations[builders.AnnotationSettingsHash]
 	token := string(sec.Data["token"])
 
-	pn := getPN(t, ns, "beta")
-	pn.Spec.Settings.HeartbeatPolicy = "always"
-	if err := k8s.Update(ctx, pn); err != nil {
-		t.Fatal(err)
-	}
+	updatePN(t, ns, "beta", func(pn *ddpushv1.PushNode) { pn.Spec.Settings.HeartbeatPolicy = "always" })
 	eventually(t, 20*time.Second, "pod template rolls", func() error {
 		if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "beta"}, &sts); err != nil {
 			return err
@@ -167,9 +164,13 @@ func TestPushNodeSettingsChangeRollsPodsButKeepsToken(t *testing.T) {
 	}
 	// Someone edits an owned object: the operator puts it back.
 	var cm corev1.ConfigMap
-	must(t, k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "beta-config"}, &cm))
-	cm.Data["PUSHNODE_HEARTBEAT_POLICY"] = "never"
-	must(t, k8s.Update(ctx, &cm))
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "beta-config"}, &cm); err != nil {
+			return err
+		}
+		cm.Data["PUSHNODE_HEARTBEAT_POLICY"] = "never"
+		return k8s.Update(ctx, &cm)
+	}))
 	eventually(t, 20*time.Second, "drift repaired", func() error {
 		must(t, k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "beta-config"}, &cm))
 		if cm.Data["PUSHNODE_HEARTBEAT_POLICY"] != "always" {
@@ -189,9 +190,7 @@ func TestPushNodeStorageShrinkIsReported(t *testing.T) {
 	eventually(t, 20*time.Second, "statefulset", func() error {
 		return k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "gamma"}, &appsv1.StatefulSet{})
 	})
-	pn = getPN(t, ns, "gamma")
-	pn.Spec.Storage.Size = resource.MustParse("1Gi")
-	must(t, k8s.Update(ctx, pn))
+	updatePN(t, ns, "gamma", func(pn *ddpushv1.PushNode) { pn.Spec.Storage.Size = resource.MustParse("1Gi") })
 	eventually(t, 20*time.Second, "degraded", func() error {
 		pn := getPN(t, ns, "gamma")
 		c := meta.FindStatusCondition(pn.Status.Conditions, controllers.ConditionDegraded)
@@ -233,6 +232,17 @@ func TestPushNodeValidation(t *testing.T) {
 	if err := k8s.Update(ctx, pn); err == nil || !strings.Contains(err.Error(), "storageClassName cannot change") {
 		t.Errorf("storage class change: %v", err)
 	}
+}
+
+// updatePN changes a PushNode, retrying when the operator's status write
+// got there first.
+func updatePN(t *testing.T, ns, name string, mutate func(*ddpushv1.PushNode)) {
+	t.Helper()
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		pn := getPN(t, ns, name)
+		mutate(pn)
+		return k8s.Update(context.Background(), pn)
+	}))
 }
 
 func must(t *testing.T, err error) {
