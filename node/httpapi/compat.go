@@ -1,0 +1,84 @@
+package httpapi
+
+import (
+	"crypto/subtle"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/ddpush/ddpush-operator/node/core"
+	"github.com/ddpush/ddpush-operator/node/state"
+	"github.com/ddpush/ddpush-operator/node/stats"
+	"github.com/ddpush/ddpush-operator/node/wire"
+)
+
+// compat is the old HttpPushServer bridge: GET /?act=user&type=10|11|20&
+// uuid=…&data=…&ticket=…, answered text/plain "1" (pushed) or "0".
+func (a *API) compat(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if q.Get("act") == "" && q.Get("ticket") == "" {
+		if strings.Contains(r.Header.Get("Accept"), "text/html") {
+			// A browser: the web console is what it came for.
+			http.Redirect(w, r, "/console/", http.StatusFound)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "pushnode: DDPush-compatible push node. The JSON API is under /v1/.\n")
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain")
+	answer := func(ok bool, why string) {
+		if !ok {
+			a.log.Info("compat push refused", "reason", why, "remote", r.RemoteAddr)
+			io.WriteString(w, "0")
+			return
+		}
+		io.WriteString(w, "1")
+	}
+	if a.opt.CompatTicket == "" {
+		answer(false, "the compatibility endpoint is disabled (no ticket configured)")
+		return
+	}
+	if subtle.ConstantTimeCompare([]byte(q.Get("ticket")), []byte(a.opt.CompatTicket)) != 1 {
+		answer(false, "wrong ticket")
+		return
+	}
+	if !strings.EqualFold(q.Get("act"), "user") {
+		answer(false, fmt.Sprintf("act %q is not supported (only act=user)", q.Get("act")))
+		return
+	}
+	u, err := wire.ParseUUID(q.Get("uuid"))
+	if err != nil {
+		answer(false, err.Error())
+		return
+	}
+	spec := core.PushSpec{UUID: u}
+	data := q.Get("data")
+	switch q.Get("type") {
+	case "10":
+		spec.Kind = state.General
+	case "11":
+		// The bridge read the bits as a signed Java long.
+		v, err := strconv.ParseInt(data, 10, 64)
+		if err != nil {
+			answer(false, "type 11 needs data to be a decimal 64-bit number")
+			return
+		}
+		spec.Kind, spec.Bits = state.Classified, uint64(v)
+	case "20":
+		spec.Kind, spec.Payload = state.Custom, []byte(data)
+	default:
+		answer(false, fmt.Sprintf("type %q is not 10, 11 or 20", q.Get("type")))
+		return
+	}
+	st := a.core.Stats()
+	if _, err := a.core.Push(pushContext(r), spec); err != nil {
+		st.Push(stats.FromHTTP, spec.Kind, stats.PushRejected)
+		answer(false, err.Error())
+		return
+	}
+	st.Push(stats.FromHTTP, spec.Kind, stats.PushAccepted)
+	answer(true, "")
+}

@@ -1,0 +1,228 @@
+package httpapi
+
+import (
+	"crypto/md5"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/ddpush/ddpush-operator/node/api"
+	"github.com/ddpush/ddpush-operator/node/core"
+	"github.com/ddpush/ddpush-operator/node/state"
+	"github.com/ddpush/ddpush-operator/node/stats"
+	"github.com/ddpush/ddpush-operator/node/wire"
+)
+
+// UserUUID is the uuid a DDPush client derives from its user id.
+func UserUUID(userID string) wire.UUID { return wire.UUID(md5.Sum([]byte(userID))) }
+
+func target(uuid, userID string) (wire.UUID, error) {
+	switch {
+	case uuid != "" && userID != "":
+		return wire.UUID{}, errors.New("give either uuid or userId, not both")
+	case uuid != "":
+		u, err := wire.ParseUUID(uuid)
+		if err != nil {
+			return u, fmt.Errorf("uuid: %w", err)
+		}
+		return u, nil
+	case userID != "":
+		return UserUUID(userID), nil
+	}
+	return wire.UUID{}, errors.New("a target is required: give uuid (32 hex characters) or userId")
+}
+
+// message builds the spec common to single and bulk pushes.
+func (a *API) message(kind string, bits *api.Bits, data string, binary []byte) (core.PushSpec, error) {
+	var p core.PushSpec
+	k, ok := state.ParseKind(kind)
+	if !ok {
+		if kind == "" {
+			return p, errors.New("kind is required: general, classified or custom")
+		}
+		return p, fmt.Errorf("kind %q is not one of general, classified, custom", kind)
+	}
+	p.Kind = k
+	if data != "" && binary != nil {
+		return p, errors.New("give either data or binaryData, not both")
+	}
+	switch k {
+	case state.Classified:
+		if bits == nil {
+			return p, errors.New("a classified push needs bits (a 64-bit mask)")
+		}
+		p.Bits = uint64(*bits)
+	default:
+		if bits != nil {
+			return p, fmt.Errorf("bits are only for classified pushes, not %s", k)
+		}
+	}
+	if k != state.Custom && (data != "" || binary != nil) {
+		return p, fmt.Errorf("data is only for custom pushes, not %s", k)
+	}
+	if k == state.Custom {
+		if binary != nil {
+			p.Payload = binary
+		} else {
+			p.Payload = []byte(data)
+		}
+	}
+	if err := a.core.Validate(&p); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+func (a *API) push(w http.ResponseWriter, r *http.Request) {
+	st := a.core.Stats()
+	var req api.PushRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		st.Push(stats.FromHTTP, 0, stats.PushRejected)
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if h := r.Header.Get(api.HeaderIdempotencyKey); h != "" {
+		if req.Key != "" && req.Key != h {
+			writeError(w, http.StatusBadRequest, "the Idempotency-Key header and the body's key differ")
+			return
+		}
+		req.Key = h
+	}
+	u, err := target(req.UUID, req.UserID)
+	if err != nil {
+		st.Push(stats.FromHTTP, 0, stats.PushRejected)
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	spec, err := a.message(req.Kind, req.Bits, req.Data, req.BinaryData)
+	if err != nil {
+		st.Push(stats.FromHTTP, spec.Kind, stats.PushRejected)
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	spec.UUID, spec.Key = u, req.Key
+	if len(spec.Key) > core.MaxKeyLen {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("key is longer than %d bytes", core.MaxKeyLen))
+		return
+	}
+	res, err := a.core.Push(pushContext(r), spec)
+	if err != nil {
+		var ie *core.InputError
+		if errors.As(err, &ie) {
+			st.Push(stats.FromHTTP, spec.Kind, stats.PushRejected)
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		a.log.Error("push failed", "uuid", u.String(), "err", err)
+		st.Push(stats.FromHTTP, spec.Kind, stats.PushRejected)
+		writeError(w, http.StatusServiceUnavailable, "the push could not be made durable: "+err.Error())
+		return
+	}
+	code := http.StatusCreated
+	if res.Duplicate {
+		st.Push(stats.FromHTTP, spec.Kind, stats.PushDuplicate)
+		code = http.StatusOK
+		if p, ok, err := a.core.GetPush(res.ID); err == nil && ok {
+			out := pushJSON(&p)
+			out.Duplicate = true
+			writeJSON(w, code, out)
+			return
+		}
+	} else {
+		st.Push(stats.FromHTTP, spec.Kind, stats.PushAccepted)
+	}
+	out := api.Push{ID: res.ID, UUID: res.UUID.String(), Kind: res.Kind.String(), Fate: res.Fate.String(),
+		AcceptedAt: res.AcceptedAt.UTC(), Key: spec.Key, Duplicate: res.Duplicate}
+	switch spec.Kind {
+	case state.Custom:
+		out.Size = len(spec.Payload)
+	case state.Classified:
+		b := api.Bits(spec.Bits)
+		out.Bits = &b
+	}
+	writeJSON(w, code, out)
+}
+
+func (a *API) bulk(w http.ResponseWriter, r *http.Request) {
+	st := a.core.Stats()
+	var req api.BulkPushRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	n := len(req.UUIDs) + len(req.UserIDs)
+	if n == 0 {
+		writeError(w, http.StatusBadRequest, "no targets: give uuids and/or userIds")
+		return
+	}
+	if n > api.MaxBulkTargets {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("%d targets is more than the %d one call may name", n, api.MaxBulkTargets))
+		return
+	}
+	spec, err := a.message(req.Kind, req.Bits, req.Data, req.BinaryData)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	resp := api.BulkPushResponse{Results: make([]api.BulkResult, 0, n)}
+	type job struct {
+		idx int
+		u   wire.UUID
+	}
+	var jobs []job
+	for _, s := range req.UUIDs {
+		u, err := wire.ParseUUID(s)
+		if err != nil {
+			resp.Results = append(resp.Results, api.BulkResult{Target: s, Error: "uuid: " + err.Error()})
+			continue
+		}
+		jobs = append(jobs, job{len(resp.Results), u})
+		resp.Results = append(resp.Results, api.BulkResult{Target: s, UUID: u.String()})
+	}
+	for _, s := range req.UserIDs {
+		u := UserUUID(s)
+		jobs = append(jobs, job{len(resp.Results), u})
+		resp.Results = append(resp.Results, api.BulkResult{Target: s, UUID: u.String()})
+	}
+	// Pushes run concurrently so that one commit carries many of them.
+	ctx := pushContext(r)
+	type done struct {
+		idx int
+		res core.PushResult
+		err error
+	}
+	ch := make(chan done, len(jobs))
+	sem := make(chan struct{}, 256)
+	for _, j := range jobs {
+		sem <- struct{}{}
+		go func(j job) {
+			defer func() { <-sem }()
+			p := spec
+			p.UUID = j.u
+			if p.Payload != nil {
+				p.Payload = append([]byte(nil), spec.Payload...)
+			}
+			res, err := a.core.Push(ctx, p)
+			ch <- done{j.idx, res, err}
+		}(j)
+	}
+	for range jobs {
+		d := <-ch
+		if d.err != nil {
+			resp.Results[d.idx].Error = d.err.Error()
+			st.Push(stats.FromHTTP, spec.Kind, stats.PushRejected)
+			continue
+		}
+		resp.Results[d.idx].ID = d.res.ID
+		resp.Results[d.idx].Fate = d.res.Fate.String()
+		st.Push(stats.FromHTTP, spec.Kind, stats.PushAccepted)
+	}
+	for _, res := range resp.Results {
+		if res.Error != "" {
+			resp.Rejected++
+		} else {
+			resp.Accepted++
+		}
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
