@@ -1,0 +1,152 @@
+package builders
+
+import (
+	"errors"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+func TestSecretNewGetsRandomToken(t *testing.T) {
+	b := &SecretBuilder{PN: newPN()} // NewToken nil: RandomToken
+	s := b.Object().(*corev1.Secret)
+	if err := b.Update(s); err != nil {
+		t.Fatal(err)
+	}
+	tok := string(s.Data[TokenKey])
+	if !hex64.MatchString(tok) {
+		t.Errorf("token %q is not 64 lowercase hex characters", tok)
+	}
+	if s.Type != corev1.SecretTypeOpaque {
+		t.Errorf("type = %q, want Opaque", s.Type)
+	}
+	if s.Labels[LabelInstance] != "edge" {
+		t.Errorf("labels = %v", s.Labels)
+	}
+	// Another Secret gets another token.
+	s2 := b.Object().(*corev1.Secret)
+	if err := b.Update(s2); err != nil {
+		t.Fatal(err)
+	}
+	if string(s2.Data[TokenKey]) == tok {
+		t.Errorf("two new Secrets got the same token %q", tok)
+	}
+}
+
+func TestRandomToken(t *testing.T) {
+	seen := map[string]bool{}
+	for range 100 {
+		tok, err := RandomToken()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !hex64.MatchString(tok) {
+			t.Fatalf("RandomToken() = %q, want 64 hex characters", tok)
+		}
+		if seen[tok] {
+			t.Fatalf("RandomToken repeated %q", tok)
+		}
+		seen[tok] = true
+	}
+}
+
+func TestSecretInjectedToken(t *testing.T) {
+	const injected = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	calls := 0
+	b := &SecretBuilder{PN: newPN(), NewToken: func() (string, error) { calls++; return injected, nil }}
+	s := b.Object().(*corev1.Secret)
+	if err := b.Update(s); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(s.Data[TokenKey]); got != injected || calls != 1 {
+		t.Errorf("token = %q after %d calls, want the injected token after 1", got, calls)
+	}
+	// Update runs on every reconcile; the token must never rotate.
+	for range 50 {
+		if err := b.Update(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := string(s.Data[TokenKey]); got != injected || calls != 1 {
+		t.Errorf("token rotated: %q after %d calls", got, calls)
+	}
+}
+
+func TestSecretExistingTokenKept(t *testing.T) {
+	const existing = "users-own-token\n" // exactly, not trimmed or re-encoded
+	b := &SecretBuilder{PN: newPN(), NewToken: func() (string, error) {
+		t.Errorf("NewToken called although the Secret has a token")
+		return "new", nil
+	}}
+	s := b.Object().(*corev1.Secret)
+	s.CreationTimestamp = metav1.Now()
+	s.Data = map[string][]byte{TokenKey: []byte(existing), "other": []byte("x")}
+	s.Labels = map[string]string{"foreign": "yes"}
+	for range 20 {
+		if err := b.Update(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := string(s.Data[TokenKey]); got != existing {
+		t.Errorf("token = %q, want %q kept exactly", got, existing)
+	}
+	if string(s.Data["other"]) != "x" {
+		t.Errorf("other keys of the Secret were dropped: %v", s.Data)
+	}
+	if s.Labels["foreign"] != "yes" || s.Labels[LabelInstance] != "edge" {
+		t.Errorf("labels = %v", s.Labels)
+	}
+
+	// The same with RandomToken as generator.
+	b2 := &SecretBuilder{PN: newPN()}
+	s2 := b2.Object().(*corev1.Secret)
+	s2.Data = map[string][]byte{TokenKey: []byte(existing)}
+	for range 20 {
+		if err := b2.Update(s2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := string(s2.Data[TokenKey]); got != existing {
+		t.Errorf("token = %q, want %q kept exactly", got, existing)
+	}
+}
+
+func TestSecretEmptyTokenFilled(t *testing.T) {
+	for name, data := range map[string]map[string][]byte{
+		"nil data":    nil,
+		"empty token": {TokenKey: {}},
+		"no token":    {"other": []byte("x")},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b := &SecretBuilder{PN: newPN()}
+			s := b.Object().(*corev1.Secret)
+			s.CreationTimestamp = metav1.Now()
+			s.Data = data
+			if err := b.Update(s); err != nil {
+				t.Fatal(err)
+			}
+			if tok := string(s.Data[TokenKey]); !hex64.MatchString(tok) {
+				t.Errorf("token = %q, want a new 64-hex token", tok)
+			}
+		})
+	}
+}
+
+func TestSecretNewTokenError(t *testing.T) {
+	boom := errors.New("entropy exhausted")
+	b := &SecretBuilder{PN: newPN(), NewToken: func() (string, error) { return "", boom }}
+	s := b.Object().(*corev1.Secret)
+	err := b.Update(s)
+	if err == nil {
+		t.Fatalf("Update succeeded although NewToken failed; token %q", s.Data[TokenKey])
+	}
+	if !errors.Is(err, boom) {
+		t.Errorf("error %v does not wrap the NewToken error", err)
+	}
+	if len(s.Data[TokenKey]) != 0 {
+		t.Errorf("a token was stored although NewToken failed: %q", s.Data[TokenKey])
+	}
+}
+
+// ---------------------------------------------------------------- Services
