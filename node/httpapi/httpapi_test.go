@@ -6,31 +6,28 @@ package httpapi_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ddpush/ddpush-operator/node"
 	"github.com/ddpush/ddpush-operator/node/api"
+	"github.com/ddpush/ddpush-operator/node/nodetest"
 	"github.com/ddpush/ddpush-operator/node/phone"
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
 
 const (
-	testToken  = "test-api-token-0123456789"
+	testToken  = nodetest.Token
 	testTicket = "test-compat-ticket"
 	// wait bounds every retry loop and every message wait.
 	wait = 10 * time.Second
@@ -56,16 +53,7 @@ type nodeOpts struct {
 func startNode(t *testing.T, o nodeOpts) *testNode {
 	t.Helper()
 	dir := t.TempDir()
-	cfg := node.DefaultConfig()
-	cfg.DataDir = filepath.Join(dir, "data")
-	cfg.ClientAddr = "127.0.0.1:0"
-	cfg.PushAddr = "127.0.0.1:0"
-	cfg.HTTPAddr = "127.0.0.1:0"
-	cfg.RateLimit = 0
-	cfg.APITokenFile = filepath.Join(dir, "api-token")
-	if err := os.WriteFile(cfg.APITokenFile, []byte(testToken+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := nodetest.Config(t, dir)
 	if !o.noTicket {
 		cfg.CompatTicketFile = filepath.Join(dir, "compat-ticket")
 		if err := os.WriteFile(cfg.CompatTicketFile, []byte(testTicket+"\n"), 0o600); err != nil {
@@ -75,32 +63,7 @@ func startNode(t *testing.T, o nodeOpts) *testNode {
 	if o.mutate != nil {
 		o.mutate(&cfg)
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		logger = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	var n *node.Node
-	var err error
-	for attempt := 1; ; attempt++ {
-		n, err = node.Start(cfg, logger)
-		// With port 0, node.Start binds client TCP to the port the kernel
-		// picked for UDP, which a TCP socket may already hold. Retry a
-		// few times rather than fail on that (a known node.Start issue).
-		if err == nil || attempt == 5 || !errors.Is(err, syscall.EADDRINUSE) {
-			break
-		}
-		t.Logf("start node, attempt %d: %v", attempt, err)
-	}
-	if err != nil {
-		t.Fatalf("start node: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), wait)
-		defer cancel()
-		if err := n.Stop(ctx); err != nil {
-			t.Errorf("stop node: %v", err)
-		}
-	})
+	n := nodetest.StartConfig(t, cfg).Node
 	return &testNode{t: t, n: n, base: "http://" + n.HTTPAddr().String(), http: &http.Client{Timeout: 30 * time.Second}}
 }
 
