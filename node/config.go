@@ -46,6 +46,15 @@ type Config struct {
 	PushIdleTimeout time.Duration
 	MaxPushConns    int
 
+	// Per source address: one peer must not take every place.
+	MaxTCPClientsPerSource int
+	MaxPushConnsPerSource  int
+
+	HTTPReadTimeout       time.Duration // a request body must arrive within it
+	HTTPWriteTimeout      time.Duration // an answer must be taken within it
+	HTTPMaxConns          int
+	HTTPMaxConnsPerSource int
+
 	APITokenFile     string
 	CompatTicketFile string
 
@@ -88,6 +97,13 @@ func DefaultConfig() Config {
 		ShutdownTimeout:   10 * time.Second,
 		LogLevel:          "info",
 		LogFormat:         "text",
+
+		MaxTCPClientsPerSource: 1000,
+		MaxPushConnsPerSource:  256,
+		HTTPReadTimeout:        30 * time.Second,
+		HTTPWriteTimeout:       60 * time.Second,
+		HTTPMaxConns:           1024,
+		HTTPMaxConnsPerSource:  128,
 	}
 }
 
@@ -114,6 +130,12 @@ func (c *Config) FlagSet(name string, output io.Writer) *flag.FlagSet {
 	fs.IntVar(&c.MaxTCPClients, "max-tcp-clients", c.MaxTCPClients, "concurrent client TCP connections; 0 means no cap")
 	fs.DurationVar(&c.PushIdleTimeout, "push-idle-timeout", c.PushIdleTimeout, "close a push connection idle for this long")
 	fs.IntVar(&c.MaxPushConns, "max-push-conns", c.MaxPushConns, "concurrent push connections; 0 means no cap")
+	fs.IntVar(&c.MaxTCPClientsPerSource, "max-tcp-clients-per-source", c.MaxTCPClientsPerSource, "concurrent client TCP connections from one address (phones behind one NAT share it); 0 means no cap")
+	fs.IntVar(&c.MaxPushConnsPerSource, "max-push-conns-per-source", c.MaxPushConnsPerSource, "concurrent push connections from one address; 0 means no cap")
+	fs.DurationVar(&c.HTTPReadTimeout, "http-read-timeout", c.HTTPReadTimeout, "longest time an HTTP request body may take to arrive")
+	fs.DurationVar(&c.HTTPWriteTimeout, "http-write-timeout", c.HTTPWriteTimeout, "longest time an HTTP answer may take to be sent (on event streams: each event)")
+	fs.IntVar(&c.HTTPMaxConns, "http-max-conns", c.HTTPMaxConns, "concurrent HTTP connections; 0 means no cap")
+	fs.IntVar(&c.HTTPMaxConnsPerSource, "http-max-conns-per-source", c.HTTPMaxConnsPerSource, "concurrent HTTP connections from one address; 0 means no cap")
 	fs.StringVar(&c.APITokenFile, "api-token-file", c.APITokenFile, "file holding the HTTP API's bearer token (default: generated into <data-dir>/api-token)")
 	fs.StringVar(&c.CompatTicketFile, "compat-ticket-file", c.CompatTicketFile, "file holding the ticket of the HttpPushServer-compatible endpoint (unset: endpoint disabled)")
 	fs.DurationVar(&c.FlushInterval, "flush-interval", c.FlushInterval, "longest time heartbeat state stays only in memory")
@@ -175,9 +197,20 @@ func (c *Config) Validate() error {
 	if c.RateLimit < 0 {
 		errs = append(errs, errors.New("rate-limit must not be negative"))
 	}
+	for _, cap := range []struct {
+		name string
+		v    int
+	}{{"max-tcp-clients", c.MaxTCPClients}, {"max-tcp-clients-per-source", c.MaxTCPClientsPerSource},
+		{"max-push-conns", c.MaxPushConns}, {"max-push-conns-per-source", c.MaxPushConnsPerSource},
+		{"http-max-conns", c.HTTPMaxConns}, {"http-max-conns-per-source", c.HTTPMaxConnsPerSource}} {
+		if cap.v < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative (0 means no cap)", cap.name))
+		}
+	}
 	for name, d := range map[string]time.Duration{"expiry-interval": c.ExpiryInterval, "tcp-idle-timeout": c.TCPIdleTimeout,
 		"tcp-frame-timeout": c.TCPFrameTimeout, "push-idle-timeout": c.PushIdleTimeout, "flush-interval": c.FlushInterval,
-		"push-retention": c.PushRetention, "shutdown-timeout": c.ShutdownTimeout} {
+		"push-retention": c.PushRetention, "shutdown-timeout": c.ShutdownTimeout,
+		"http-read-timeout": c.HTTPReadTimeout, "http-write-timeout": c.HTTPWriteTimeout} {
 		if d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive", name))
 		}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"maps"
 	"net"
@@ -23,10 +24,12 @@ import (
 	"github.com/ddpush/ddpush-operator/node/console"
 	"github.com/ddpush/ddpush-operator/node/core"
 	"github.com/ddpush/ddpush-operator/node/httpapi"
+	"github.com/ddpush/ddpush-operator/node/lograte"
 	"github.com/ddpush/ddpush-operator/node/pushlistener"
 	"github.com/ddpush/ddpush-operator/node/ratelimit"
 	"github.com/ddpush/ddpush-operator/node/state"
 	"github.com/ddpush/ddpush-operator/node/stats"
+	"github.com/ddpush/ddpush-operator/node/tcpaccept"
 	"github.com/ddpush/ddpush-operator/node/tcpserver"
 	"github.com/ddpush/ddpush-operator/node/udpserver"
 )
@@ -43,8 +46,11 @@ type Node struct {
 	tcp   *tcpserver.Server
 	push  *pushlistener.PushListener
 	http  *http.Server
-	httpL net.Listener
+	httpL *tcpaccept.Listener
 	api   *httpapi.API
+	// handlers counts HTTP handlers running: after a forced close of
+	// their connections, Stop still waits (briefly) for them.
+	handlers inflight
 
 	cancelCore context.CancelFunc
 	coreErr    chan error
@@ -110,7 +116,8 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		return fail(err)
 	}
 	if n.push, err = pushlistener.Listen(cfg.PushAddr, c, pushlistener.Options{
-		IdleTimeout: cfg.PushIdleTimeout, FrameTimeout: cfg.TCPFrameTimeout, MaxConns: cfg.MaxPushConns,
+		IdleTimeout: cfg.PushIdleTimeout, FrameTimeout: cfg.TCPFrameTimeout,
+		MaxConns: cfg.MaxPushConns, MaxConnsPerSource: cfg.MaxPushConnsPerSource,
 	}, log); err != nil {
 		return fail(fmt.Errorf("listen push %s: %w", cfg.PushAddr, err))
 	}
@@ -133,17 +140,38 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	n.api = httpapi.New(c, httpapi.Options{
 		Token: token, CompatTicket: ticket, Version: Version, Registry: reg, Logger: log,
 		Extra: extra, TCPClients: tcpClients, Policy: policy, ExpiryAge: cfg.ExpiryAge, Pprof: cfg.Pprof,
+		ReadTimeout: cfg.HTTPReadTimeout, WriteTimeout: cfg.HTTPWriteTimeout,
 	})
-	if n.httpL, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+	if n.httpL, err = tcpaccept.Listen(cfg.HTTPAddr, tcpaccept.Options{
+		Limits: tcpaccept.Limits{MaxConns: cfg.HTTPMaxConns, MaxConnsPerSource: cfg.HTTPMaxConnsPerSource},
+		Name:   "http",
+		Log:    log,
+		Refused: func(r tcpaccept.Refusal) {
+			if r == tcpaccept.OverSource {
+				st.Drop(stats.DropHTTPPerSource)
+			} else {
+				st.Drop(stats.DropHTTPConnLimit)
+			}
+		},
+	}); err != nil {
 		return fail(fmt.Errorf("listen http %s: %w", cfg.HTTPAddr, err))
 	}
-	n.http = &http.Server{Handler: n.api, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	n.http = &http.Server{
+		Handler: n.handlers.track(n.api),
+		// Headers here; the body and the answer have per-request
+		// deadlines (httpapi), which event streams can move.
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		// The server's own complaints (a peer's malformed request, a
+		// handler's panic) are logged at most once per interval.
+		ErrorLog: stdlog.New(lograte.Writer{L: lograte.New(log, 10*time.Second), Level: slog.LevelWarn, Key: "http", Msg: "http server"}, "", 0),
+	}
 
 	serve := func(name string, f func() error) {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
-			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := f(); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 				log.Error("listener stopped", "listener", name, "err", err)
 			}
 		}()
@@ -166,7 +194,8 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 // two transports must still share one port, so the port UDP picks is
 // tried for TCP, and the pair picked again if TCP finds it taken.
 func (n *Node) listenClients(cfg Config, limit *ratelimit.PerSource) error {
-	tcpOpt := tcpserver.Options{IdleTimeout: cfg.TCPIdleTimeout, FrameTimeout: cfg.TCPFrameTimeout, MaxConns: cfg.MaxTCPClients}
+	tcpOpt := tcpserver.Options{IdleTimeout: cfg.TCPIdleTimeout, FrameTimeout: cfg.TCPFrameTimeout,
+		MaxConns: cfg.MaxTCPClients, MaxConnsPerSource: cfg.MaxTCPClientsPerSource}
 	_, port, _ := net.SplitHostPort(cfg.ClientAddr)
 	tries := 1
 	if cfg.UDP && cfg.TCP && port == "0" {
@@ -238,30 +267,52 @@ func (n *Node) ClientAddr() netip.AddrPort {
 func (n *Node) PushAddr() netip.AddrPort { return n.push.Addr() }
 
 // HTTPAddr is the bound HTTP address.
-func (n *Node) HTTPAddr() netip.AddrPort { return n.httpL.Addr().(*net.TCPAddr).AddrPort() }
+func (n *Node) HTTPAddr() netip.AddrPort { return n.httpL.AddrPort() }
 
 // Stop shuts down gracefully: not ready, stop taking traffic, make
-// everything durable, close the store. ctx bounds the wait.
+// everything durable, close the store. ctx bounds the wait for the
+// listeners: every listener stops accepting at once and ends its
+// connections, a request being answered (a push being committed) still
+// gets its answer, and what is left at ctx's end is closed by force.
 func (n *Node) Stop(ctx context.Context) error {
 	n.stopOnce.Do(func() {
 		if n.api != nil {
+			// Also ends long polls and event streams.
 			n.api.SetReady(false)
 		}
+		// The listeners stop side by side, so that one slow peer does not
+		// use up the deadline of the others.
+		var errs []error
+		var mu sync.Mutex
+		var stopping sync.WaitGroup
+		stop := func(f func() error) {
+			stopping.Go(func() {
+				if err := f(); err != nil {
+					mu.Lock()
+					errs = append(errs, err)
+					mu.Unlock()
+				}
+			})
+		}
 		if n.http != nil {
-			if err := n.http.Shutdown(ctx); err != nil {
-				_ = n.http.Close()
-			}
+			stop(func() error { return n.stopHTTP(ctx) })
+		} else if n.httpL != nil {
+			stop(n.httpL.Close)
 		}
 		if n.udp != nil {
-			_ = n.udp.Close()
+			stop(n.udp.Close)
 		}
 		if n.tcp != nil {
-			_ = n.tcp.Close()
+			stop(func() error { return n.tcp.Shutdown(ctx) })
 		}
 		if n.push != nil {
-			_ = n.push.Close()
+			stop(func() error { return n.push.Shutdown(ctx) })
 		}
+		stopping.Wait()
 		n.wg.Wait()
+		for _, err := range errs {
+			n.log.Warn("shutdown", "err", err)
+		}
 		n.cancelCore()
 		// The last commit is short; it gets a few seconds even when the
 		// listeners used up the caller's deadline.
@@ -279,4 +330,82 @@ func (n *Node) Stop(ctx context.Context) error {
 		}
 	})
 	return n.stopErr
+}
+
+// stopHTTP shuts the HTTP server down: the listener closes, idle
+// connections close, reads in progress (a body still arriving, a
+// connection waiting for its next request) are interrupted, and requests
+// being answered finish. At ctx's end the rest is closed by force.
+func (n *Node) stopHTTP(ctx context.Context) error {
+	shut := make(chan error, 1)
+	go func() { shut <- n.http.Shutdown(ctx) }()
+	grace := 2 * time.Second
+	if d, ok := ctx.Deadline(); ok {
+		grace = min(grace, time.Until(d))
+	}
+	n.httpL.Drain(grace)
+	err := <-shut
+	if err == nil {
+		return nil
+	}
+	open := n.httpL.Open()
+	_ = n.http.Close()
+	n.httpL.CloseAll()
+	// Handlers whose connections were closed only need to notice.
+	wait, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if n.handlers.wait(wait) != nil {
+		return fmt.Errorf("http: %d connections closed by force at the shutdown deadline; %d handlers still running", open, n.handlers.running())
+	}
+	return fmt.Errorf("http: %d connections closed by force at the shutdown deadline", open)
+}
+
+// inflight counts running HTTP handlers.
+type inflight struct {
+	mu   sync.Mutex
+	n    int
+	zero chan struct{} // closed when n drops to 0, if waited for
+}
+
+func (f *inflight) track(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		f.mu.Lock()
+		f.n++
+		f.mu.Unlock()
+		defer func() {
+			f.mu.Lock()
+			f.n--
+			if f.n == 0 && f.zero != nil {
+				close(f.zero)
+				f.zero = nil
+			}
+			f.mu.Unlock()
+		}()
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (f *inflight) running() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.n
+}
+
+func (f *inflight) wait(ctx context.Context) error {
+	f.mu.Lock()
+	if f.n == 0 {
+		f.mu.Unlock()
+		return nil
+	}
+	if f.zero == nil {
+		f.zero = make(chan struct{})
+	}
+	zero := f.zero
+	f.mu.Unlock()
+	select {
+	case <-zero:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

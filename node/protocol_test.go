@@ -483,10 +483,13 @@ func TestTCPStreamFraming(t *testing.T) {
 	if got := n.Core().Stats().Drops[stats.DropMalformed].Load(); got != uint64(len(bad)) {
 		t.Fatalf("malformed drops %d, want %d", got, len(bad))
 	}
-	// Two messages in one write are two messages.
-	c.send(append(heartbeat(2, u), heartbeat(3, u)...))
+	// Two messages in one write are two messages. (Two clients: for one
+	// client the node would send only the latest answer of a kind.)
+	u2 := uuidOf("tcp-framing-0002")
+	must(t, dialPusher(t, n).Custom(u2, []byte("second")))
+	c.send(append(heartbeat(2, u), heartbeat(3, u2)...))
 	c.expect(srv(2, wire.CmdGeneral, nil))
-	c.expect(srv(3, wire.CmdGeneral, nil))
+	c.expect(srv(3, wire.CmdCustom, []byte("second")))
 }
 
 func TestTCPProtocolViolationCloses(t *testing.T) {

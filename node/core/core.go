@@ -548,10 +548,9 @@ func (c *Core) deliver(d clients.Delivery) {
 		}
 	}
 	if cs, ok := d.Conn.(ConnSender); ok {
-		// The connection copies what it queues.
-		if cs.Send(d.Msg) {
-			c.st.PacketsOut[stats.TCP].Add(1)
-		}
+		// The connection copies what it keeps, and counts what it
+		// writes: a message it replaces before writing is not sent.
+		cs.Send(d.Msg)
 	}
 }
 

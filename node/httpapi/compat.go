@@ -31,7 +31,8 @@ func (a *API) compat(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain")
 	answer := func(ok bool, why string) {
 		if !ok {
-			a.log.Info("compat push refused", "reason", why, "remote", r.RemoteAddr)
+			// Debug: one line per request would let any caller flood the log.
+			a.log.Debug("compat push refused", "reason", why, "remote", r.RemoteAddr)
 			io.WriteString(w, "0")
 			return
 		}

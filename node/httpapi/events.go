@@ -65,6 +65,8 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		a.sse(ctx, w, after)
 		return
 	}
+	// A long poll answers after up to wait.
+	a.extendWrite(w, wait)
 	evs, err := a.core.Events(ctx, after, limit, wait)
 	if err != nil && ctx.Err() == nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
@@ -92,6 +94,16 @@ func (a *API) sse(ctx context.Context, w http.ResponseWriter, after uint64) {
 		writeError(w, http.StatusInternalServerError, "streaming is not supported by this connection")
 		return
 	}
+	// The stream lasts as long as the follower stays; each write must
+	// still be taken within WriteTimeout, so a follower that stopped
+	// reading is let go.
+	a.extendWrite(w, 0)
+	rc := http.NewResponseController(w)
+	writeWithin := func() {
+		if a.opt.WriteTimeout > 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(a.opt.WriteTimeout))
+		}
+	}
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
@@ -106,6 +118,7 @@ func (a *API) sse(ctx context.Context, w http.ResponseWriter, after uint64) {
 		if err != nil {
 			return
 		}
+		writeWithin()
 		if len(evs) == 0 {
 			if time.Since(start) < sseKeepAlive {
 				// Events stopped waiting early with nothing: the core

@@ -44,6 +44,9 @@ type Options struct {
 	TCPClients func() int64
 	Policy     state.Policy
 	ExpiryAge  time.Duration
+	// ReadTimeout bounds the arrival of a request's body and WriteTimeout
+	// the sending of its answer (see deadlines.go); 0 leaves them unset.
+	ReadTimeout, WriteTimeout time.Duration
 }
 
 // MaxBodyBytes bounds request bodies.
@@ -97,8 +100,8 @@ func New(c *core.Core, opt Options) *API {
 	}
 	if opt.Pprof {
 		m.HandleFunc("/debug/pprof/", a.auth(pprof.Index))
-		m.HandleFunc("/debug/pprof/profile", a.auth(pprof.Profile))
-		m.HandleFunc("/debug/pprof/trace", a.auth(pprof.Trace))
+		m.HandleFunc("/debug/pprof/profile", a.auth(untimed(pprof.Profile)))
+		m.HandleFunc("/debug/pprof/trace", a.auth(untimed(pprof.Trace)))
 		m.HandleFunc("/debug/pprof/symbol", a.auth(pprof.Symbol))
 	}
 	for p, h := range opt.Extra {
@@ -150,7 +153,10 @@ func (a *API) followContext(r *http.Request) (context.Context, context.CancelFun
 func pushContext(r *http.Request) context.Context { return context.WithoutCancel(r.Context()) }
 
 // ServeHTTP implements http.Handler.
-func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.setDeadlines(w)
+	a.mux.ServeHTTP(w, r)
+}
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")

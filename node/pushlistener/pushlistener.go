@@ -10,8 +10,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/ddpush/ddpush-operator/node/core"
@@ -31,90 +29,98 @@ type Options struct {
 	FrameTimeout time.Duration
 	// MaxConns caps concurrent connections; 0 means no cap.
 	MaxConns int
+	// MaxConnsPerSource caps concurrent connections from one address, so
+	// that one app server cannot take every place; 0 means no cap.
+	MaxConnsPerSource int
 }
 
 // PushListener is the push port.
 type PushListener struct {
-	ln      net.Listener
-	core    *core.Core
-	st      *stats.Stats
-	log     *slog.Logger
-	opt     Options
-	ctx     context.Context
-	cancel  context.CancelFunc
-	conns   sync.Map
-	n       atomic.Int64
-	closing atomic.Bool
-	wg      sync.WaitGroup
+	ln     *tcpaccept.Listener
+	core   *core.Core
+	st     *stats.Stats
+	log    *slog.Logger
+	opt    Options
+	ctx    context.Context
+	cancel context.CancelFunc
 }
 
 // Listen binds addr.
 func Listen(addr string, c *core.Core, opt Options, log *slog.Logger) (*PushListener, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
 	if opt.IdleTimeout <= 0 {
 		opt.IdleTimeout = 600 * time.Second
 	}
 	if opt.FrameTimeout <= 0 {
 		opt.FrameTimeout = 10 * time.Second
 	}
+	if log == nil {
+		log = slog.Default()
+	}
+	st := c.Stats()
+	ln, err := tcpaccept.Listen(addr, tcpaccept.Options{
+		Limits: tcpaccept.Limits{MaxConns: opt.MaxConns, MaxConnsPerSource: opt.MaxConnsPerSource},
+		Name:   "push",
+		Log:    log,
+		Refused: func(r tcpaccept.Refusal) {
+			if r == tcpaccept.OverSource {
+				st.Drop(stats.DropPushPerSource)
+			} else {
+				st.Drop(stats.DropPushConnLimit)
+			}
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &PushListener{ln: ln, core: c, st: c.Stats(), log: log, opt: opt, ctx: ctx, cancel: cancel}, nil
+	return &PushListener{ln: ln, core: c, st: st, log: log, opt: opt, ctx: ctx, cancel: cancel}, nil
 }
 
 // Addr is the bound address.
-func (l *PushListener) Addr() netip.AddrPort { return l.ln.Addr().(*net.TCPAddr).AddrPort() }
+func (l *PushListener) Addr() netip.AddrPort { return l.ln.AddrPort() }
 
-// Serve accepts until Close.
-func (l *PushListener) Serve() error {
-	return tcpaccept.Loop(l.ln, l.opt.MaxConns, &l.n, func() { l.st.Drop(stats.DropPushConnLimit) }, l.log, func(nc net.Conn) {
-		l.conns.Store(nc, struct{}{})
-		l.wg.Add(1)
-		go l.serveConn(nc)
-	})
-}
+// Conns is the number of open push connections.
+func (l *PushListener) Conns() int { return l.ln.Open() }
 
-// Close stops accepting, closes every connection (a push being committed
-// still finishes and is answered if it can be) and waits.
-func (l *PushListener) Close() error {
-	l.closing.Store(true)
-	err := l.ln.Close()
-	l.conns.Range(func(k, _ any) bool {
-		_ = k.(net.Conn).SetReadDeadline(time.Now())
-		return true
-	})
-	l.wg.Wait()
+// Serve accepts until Shutdown.
+func (l *PushListener) Serve() error { return l.ln.Serve(l.serveConn) }
+
+// Shutdown stops accepting and ends every connection: a push being read
+// or committed is still answered, then its connection closes; an idle
+// connection closes at once. Past ctx, connections are closed by force.
+func (l *PushListener) Shutdown(ctx context.Context) error {
+	err := l.ln.Shutdown(ctx)
 	l.cancel()
 	return err
 }
 
-func (l *PushListener) serveConn(nc net.Conn) {
-	defer func() {
-		nc.Close()
-		l.conns.Delete(nc)
-		l.n.Add(-1)
-		l.wg.Done()
-	}()
+// Close is Shutdown without a deadline of its own (the drain is still
+// bounded: reads end at once, writes within a few seconds).
+func (l *PushListener) Close() error { return l.Shutdown(context.Background()) }
+
+func (l *PushListener) serveConn(nc *tcpaccept.Conn) {
+	defer nc.Close()
 	max := l.core.MaxContentLen()
 	r := bufio.NewReaderSize(nc, wire.PushHeaderLen+max)
 	var p wire.PushRequest
 	answer := []byte{0}
-	for {
+	// A read failing because the listener drains is a shutdown, not a
+	// peer's fault: it is not counted as a drop.
+	dropUnlessDraining := func(err error, d stats.Drop) {
+		if isTimeout(err) && !nc.Draining() {
+			l.st.Drop(d)
+		}
+	}
+	for !nc.Draining() {
 		_ = nc.SetReadDeadline(time.Now().Add(l.opt.IdleTimeout))
 		if _, err := r.Peek(1); err != nil {
-			if isTimeout(err) && !l.closing.Load() {
-				l.st.Drop(stats.DropPushIdle)
-			}
+			dropUnlessDraining(err, stats.DropPushIdle)
 			return
 		}
 		_ = nc.SetReadDeadline(time.Now().Add(l.opt.FrameTimeout))
 		hdr, err := r.Peek(wire.PushHeaderLen)
 		if err != nil {
-			if isTimeout(err) {
-				l.st.Drop(stats.DropPushSlowFrame)
-			}
+			dropUnlessDraining(err, stats.DropPushSlowFrame)
 			return
 		}
 		n, err := wire.PushFrameLen(hdr, max)
@@ -125,9 +131,7 @@ func (l *PushListener) serveConn(nc net.Conn) {
 		}
 		frame, err := r.Peek(n)
 		if err != nil {
-			if isTimeout(err) {
-				l.st.Drop(stats.DropPushSlowFrame)
-			}
+			dropUnlessDraining(err, stats.DropPushSlowFrame)
 			return
 		}
 		answer[0] = l.handle(frame, &p)

@@ -29,6 +29,10 @@ const (
 	DropPushSlowFrame             // push request took too long to arrive
 	DropPushConnLimit             // too many push connections
 	DropUDPSendError              // a UDP send failed
+	DropTCPPerSource              // too many client TCP connections from one address
+	DropPushPerSource             // too many push connections from one address
+	DropHTTPConnLimit             // too many HTTP connections
+	DropHTTPPerSource             // too many HTTP connections from one address
 	numDrops
 )
 
@@ -36,6 +40,7 @@ var dropNames = [numDrops]string{
 	"malformed", "rate_limited", "unknown_uuid", "record_cap",
 	"tcp_violation", "tcp_idle", "tcp_slow_frame", "tcp_slow_reader", "tcp_conn_limit",
 	"push_violation", "push_idle", "push_slow_frame", "push_conn_limit", "udp_send_error",
+	"tcp_source_limit", "push_source_limit", "http_conn_limit", "http_source_limit",
 }
 
 func (d Drop) String() string { return dropNames[d] }

@@ -29,7 +29,11 @@ type Server struct {
 	st      *stats.Stats
 	log     *slog.Logger
 	readers int
-	wg      sync.WaitGroup
+
+	mu      sync.Mutex
+	closed  bool
+	serving bool
+	done    chan struct{} // closed when Serve returns
 }
 
 // Listen binds addr (e.g. ":9966").
@@ -45,7 +49,8 @@ func Listen(addr string, c *core.Core, limit *ratelimit.PerSource, log *slog.Log
 	// A burst of heartbeats should queue in the kernel, not be dropped.
 	_ = conn.SetReadBuffer(udpbatch.SocketBuffer)
 	_ = conn.SetWriteBuffer(udpbatch.SocketBuffer)
-	return &Server{conn: conn, core: c, limit: limit, st: c.Stats(), log: log, readers: udpbatch.DefaultReaders()}, nil
+	return &Server{conn: conn, core: c, limit: limit, st: c.Stats(), log: log, readers: udpbatch.DefaultReaders(),
+		done: make(chan struct{})}, nil
 }
 
 // Addr is the bound address.
@@ -57,10 +62,19 @@ func (s *Server) SendUDP(b []byte, to netip.AddrPort) error {
 	return err
 }
 
-// Serve reads until Close, with one reader per CPU (at least two).
+// Serve reads until Close, with one reader per CPU (at least two). After
+// Close it returns at once.
 func (s *Server) Serve() {
-	s.wg.Add(1)
-	defer s.wg.Done()
+	// Serve usually runs on its own goroutine, racing a Close right after
+	// the start: only a Serve that began before Close is waited for.
+	s.mu.Lock()
+	if s.closed || s.serving {
+		s.mu.Unlock()
+		return
+	}
+	s.serving = true
+	s.mu.Unlock()
+	defer close(s.done)
 	err := udpbatch.Serve(s.conn, s.readers, udpbatch.DefaultBatch, udpbatch.BufSize, s.handle, wire.ServerFrameLen, udpbatch.Counters{
 		Received: s.received,
 		Sent:     s.sent,
@@ -81,10 +95,21 @@ func (s *Server) failed(n int) {
 	}
 }
 
-// Close stops reading and waits for the readers.
+// Close stops reading and waits for the readers. A reader blocked in a
+// send (a full socket buffer) is woken by the close too.
 func (s *Server) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	serving := s.serving
+	s.mu.Unlock()
 	err := s.conn.Close()
-	s.wg.Wait()
+	if serving {
+		<-s.done
+	}
 	return err
 }
 
