@@ -72,3 +72,46 @@ func TestValidateReportsEveryProblem(t *testing.T) {
 		t.Fatal("Start accepted invalid settings")
 	}
 }
+
+func TestConnectionLimitsFromFlagsAndEnvironment(t *testing.T) {
+	cfg := node.DefaultConfig()
+	fs := cfg.FlagSet("pushnode", io.Discard)
+	if err := fs.Parse([]string{"--http-max-conns=10", "--http-read-timeout=3s"}); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{
+		"PUSHNODE_HTTP_MAX_CONNS":             "99", // the flag wins
+		"PUSHNODE_HTTP_MAX_CONNS_PER_SOURCE":  "5",
+		"PUSHNODE_HTTP_WRITE_TIMEOUT":         "7s",
+		"PUSHNODE_MAX_PUSH_CONNS_PER_SOURCE":  "6",
+		"PUSHNODE_MAX_TCP_CLIENTS_PER_SOURCE": "0",
+	}
+	if err := node.ApplyEnv(fs, func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTPMaxConns != 10 || cfg.HTTPReadTimeout != 3*time.Second || cfg.HTTPMaxConnsPerSource != 5 ||
+		cfg.HTTPWriteTimeout != 7*time.Second || cfg.MaxPushConnsPerSource != 6 || cfg.MaxTCPClientsPerSource != 0 {
+		t.Fatalf("limits from flags and environment: %+v", cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("valid limits refused (0 means no cap): %v", err)
+	}
+}
+
+func TestConnectionLimitsValidated(t *testing.T) {
+	cfg := node.DefaultConfig()
+	cfg.MaxTCPClients, cfg.MaxTCPClientsPerSource = -1, -1
+	cfg.MaxPushConns, cfg.MaxPushConnsPerSource = -1, -1
+	cfg.HTTPMaxConns, cfg.HTTPMaxConnsPerSource = -1, -1
+	cfg.HTTPReadTimeout, cfg.HTTPWriteTimeout = 0, -time.Second
+	err := cfg.Validate()
+	if err == nil {
+		t.Fatal("negative limits accepted")
+	}
+	for _, want := range []string{"max-tcp-clients must", "max-tcp-clients-per-source", "max-push-conns must", "max-push-conns-per-source",
+		"http-max-conns must", "http-max-conns-per-source", "http-read-timeout", "http-write-timeout"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%q not reported in: %v", want, err)
+		}
+	}
+}

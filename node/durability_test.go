@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -124,5 +125,93 @@ func TestSIGTERMFlushesAndExits(t *testing.T) {
 	}
 	if info.Address != c.LocalAddr().String() {
 		t.Fatalf("address %q, want %q", info.Address, c.LocalAddr())
+	}
+}
+
+// TestSIGTERMUnderContinuousPushes stops a node process while sixteen app
+// server connections keep pushing (and reconnecting). The node must exit
+// promptly and cleanly, not when the clients give up, and every push it
+// answered 0 must be there after a restart.
+func TestSIGTERMUnderContinuousPushes(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	proc := nodetest.StartProcess(t, data)
+
+	const workers = 16
+	accepted := make([][]int, workers)
+	var total atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			i := 0
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				p, err := pusher.Dial(proc.Push, 2*time.Second)
+				if err != nil {
+					time.Sleep(10 * time.Millisecond) // the node is gone: keep trying, as app servers do
+					continue
+				}
+				for ; ; i++ {
+					u := durabilityUUID(100+w, i)
+					if err := p.Custom(u, u[:]); err != nil {
+						if errors.Is(err, pusher.ErrRejected) {
+							t.Errorf("worker %d: push %d rejected", w, i)
+						}
+						i++ // unanswered: it may or may not be in
+						break
+					}
+					accepted[w] = append(accepted[w], i)
+					total.Add(1)
+				}
+				p.Close()
+			}
+		})
+	}
+	nodetest.Eventually(t, 30*time.Second, func() error {
+		if n := total.Load(); n < 3000 {
+			return fmt.Errorf("%d pushes accepted", n)
+		}
+		return nil
+	})
+	start := time.Now()
+	err := proc.Signal(t, syscall.SIGTERM, 15*time.Second)
+	took := time.Since(start)
+	close(stop)
+	wg.Wait()
+	if err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, proc.Logs())
+	}
+	t.Logf("stopped in %v with %d pushes answered 0", took, total.Load())
+	if took > 5*time.Second {
+		t.Errorf("stop took %v while clients kept pushing; want under 5 s", took)
+	}
+	if strings.Contains(proc.Logs(), "by force") {
+		t.Errorf("connections closed by force:\n%s", proc.Logs())
+	}
+
+	restarted := nodetest.StartProcess(t, data)
+	ctx := context.Background()
+	var missing atomic.Int64
+	var cw sync.WaitGroup
+	for w := range workers {
+		cw.Go(func() {
+			for _, i := range accepted[w] {
+				u := durabilityUUID(100+w, i)
+				info, err := restarted.API.Client(ctx, u.String())
+				if err != nil || len(info.Pending) != 1 || string(info.Pending[0].Data) != string(u[:]) {
+					if missing.Add(1) <= 5 {
+						t.Errorf("accepted push to %s lost: %+v, %v", u, info, err)
+					}
+				}
+			}
+		})
+	}
+	cw.Wait()
+	if m := missing.Load(); m > 0 {
+		t.Fatalf("%d of %d accepted pushes lost across SIGTERM", m, total.Load())
 	}
 }

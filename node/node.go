@@ -184,6 +184,11 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	serve("push", n.push.Serve)
 	serve("http", func() error { return n.http.Serve(n.httpL) })
+	if lim := openFileLimit(); lim > 0 {
+		if w := fdLimitWarning(cfg, lim); w != "" {
+			log.Warn(w)
+		}
+	}
 	n.api.SetReady(true)
 	log.Info("push node ready", "version", Version, "client", n.ClientAddr().String(), "udp", cfg.UDP, "tcp", cfg.TCP,
 		"push", n.PushAddr().String(), "http", n.HTTPAddr().String(), "records", c.Records(), "heartbeat_policy", policy.String())

@@ -141,3 +141,49 @@ func BenchmarkHandleHeartbeat(b *testing.B) {
 		out = s.handle(pkts[i&(n-1)], from, time.Now(), out[:0])
 	}
 }
+
+// TestCloseRightAfterServe races Serve on its goroutine against an
+// immediate Close, as a node stopped right after it started does (the race
+// detector flagged the WaitGroup the two shared), and closes a server
+// whose Serve never ran.
+func TestCloseRightAfterServe(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c, err := core.Open(t.TempDir(), core.Options{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 100 {
+		s, err := Listen("127.0.0.1:0", c, ratelimit.New(0), log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		served := make(chan struct{})
+		go func() {
+			s.Serve()
+			close(served)
+		}()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-served:
+		case <-time.After(10 * time.Second):
+			t.Fatal("Serve did not return after Close")
+		}
+	}
+	s, err := Listen("127.0.0.1:0", c, ratelimit.New(0), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = s.Close()
+		s.Serve() // after Close: returns at once
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close without Serve, or Serve after Close, blocked")
+	}
+}
