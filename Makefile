@@ -48,13 +48,28 @@ build: ## Build the manager, pushnode and pushctl into bin/.
 run: build ## Run a node with its data in ./data and the default ports.
 	$(BIN)/pushnode
 
+# Tests run through hack/testsummary: go test's result lines, the output
+# of failed tests, and at the end every skipped test with its reason.
+TESTSUMMARY = $(BIN)/testsummary
+
+.PHONY: testsummary
+testsummary:
+	@$(GO) build -o $(TESTSUMMARY) ./hack/testsummary
+
 .PHONY: test
-test: ## Run every test with the race detector (builds the Kubernetes test binaries on first use).
-	assets="$$(hack/k8s-binaries.sh)" && KUBEBUILDER_ASSETS="$$assets" $(GO) test -race -count=1 -timeout 30m ./...
+test: testsummary ## Run every test with the race detector (builds the Kubernetes test binaries on first use); lists skipped tests at the end.
+	assets="$$(hack/k8s-binaries.sh)" && KUBEBUILDER_ASSETS="$$assets" $(TESTSUMMARY) -race -count=1 -timeout 30m ./...
 
 .PHONY: test-short
-test-short: ## Run the tests without the race detector.
-	assets="$$(hack/k8s-binaries.sh)" && KUBEBUILDER_ASSETS="$$assets" $(GO) test -count=1 ./...
+test-short: testsummary ## Run the tests without the race detector.
+	assets="$$(hack/k8s-binaries.sh)" && KUBEBUILDER_ASSETS="$$assets" $(TESTSUMMARY) -count=1 -timeout 30m ./...
+
+STRESS_COUNT ?= 5
+STRESS_LOAD  ?= 2
+
+.PHONY: stress
+stress: ## The node's packages with -race -count=STRESS_COUNT beside STRESS_LOAD busy loops (shutdown and deadline races).
+	STRESS_COUNT=$(STRESS_COUNT) STRESS_LOAD=$(STRESS_LOAD) GO=$(GO) hack/stress.sh
 
 .PHONY: fuzz
 fuzz: ## Run every fuzz target for FUZZTIME each.
