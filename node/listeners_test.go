@@ -257,3 +257,19 @@ func TestCompatRefusalsDoNotFloodTheLog(t *testing.T) {
 		t.Fatalf("%d log lines at info for refused compat pushes:\n%s", k, logs.String())
 	}
 }
+
+// TestHTTPHeadersAreBounded: a peer cannot make the node hold net/http's
+// default megabyte of headers per connection.
+func TestHTTPHeadersAreBounded(t *testing.T) {
+	n := nodetest.Start(t, nil)
+	big := strings.Repeat("a", node.MaxHeaderBytes+8<<10) // net/http allows 4 kB of slack
+	c := rawHTTP(t, n.HTTPAddr().String(), "127.0.0.1", "GET /healthz HTTP/1.1\r\nHost: node\r\nX-Big: "+big+"\r\n\r\n")
+	if got := closedWithin(t, c, 5*time.Second); !strings.HasPrefix(got, "HTTP/1.1 431") {
+		t.Fatalf("headers over %d bytes: %.60q", node.MaxHeaderBytes, got)
+	}
+	// Ordinary headers are fine.
+	c = rawHTTP(t, n.HTTPAddr().String(), "127.0.0.1", "GET /healthz HTTP/1.1\r\nHost: node\r\nX-Small: "+big[:1000]+"\r\nConnection: close\r\n\r\n")
+	if got := closedWithin(t, c, 5*time.Second); !strings.HasPrefix(got, "HTTP/1.1 200") {
+		t.Fatalf("small headers: %.60q", got)
+	}
+}

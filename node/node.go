@@ -59,6 +59,9 @@ type Node struct {
 	stopErr    error
 }
 
+// MaxHeaderBytes bounds the request line and headers of an HTTP request.
+const MaxHeaderBytes = 64 << 10
+
 // Extra lets callers mount more HTTP handlers (the web console).
 var Extra = map[string]http.Handler{}
 
@@ -162,6 +165,9 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		// deadlines (httpapi), which event streams can move.
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
+		// Every connection may hold this much before authentication
+		// (net/http's default is 1 MB); the API's headers are small.
+		MaxHeaderBytes: MaxHeaderBytes,
 		// The server's own complaints (a peer's malformed request, a
 		// handler's panic) are logged at most once per interval.
 		ErrorLog: stdlog.New(lograte.Writer{L: lograte.New(log, 10*time.Second), Level: slog.LevelWarn, Key: "http", Msg: "http server"}, "", 0),
@@ -304,9 +310,6 @@ func (n *Node) Stop(ctx context.Context) error {
 		} else if n.httpL != nil {
 			stop(n.httpL.Close)
 		}
-		if n.udp != nil {
-			stop(n.udp.Close)
-		}
 		if n.tcp != nil {
 			stop(func() error { return n.tcp.Shutdown(ctx) })
 		}
@@ -314,6 +317,11 @@ func (n *Node) Stop(ctx context.Context) error {
 			stop(func() error { return n.push.Shutdown(ctx) })
 		}
 		stopping.Wait()
+		// UDP last: heartbeats are still applied, and pushes answered
+		// during the drain still reach UDP clients.
+		if n.udp != nil {
+			_ = n.udp.Close()
+		}
 		n.wg.Wait()
 		for _, err := range errs {
 			n.log.Warn("shutdown", "err", err)
