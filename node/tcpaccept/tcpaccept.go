@@ -167,10 +167,13 @@ func (l *Listener) register(nc net.Conn) *Conn {
 		src = ta.AddrPort().Addr().Unmap()
 	}
 	l.mu.Lock()
-	refusal, refused := Refusal(0), true
+	var refusal Refusal
 	switch {
 	case l.closing:
-		refused = false
+		// Accepted just as the listener closed: not a refusal.
+		l.mu.Unlock()
+		_ = nc.Close()
+		return nil
 	case l.opt.MaxConns > 0 && len(l.conns) >= l.opt.MaxConns:
 		refusal = OverTotal
 	case l.opt.MaxConnsPerSource > 0 && l.perSource[src] >= l.opt.MaxConnsPerSource:
@@ -182,10 +185,9 @@ func (l *Listener) register(nc net.Conn) *Conn {
 		l.mu.Unlock()
 		return c
 	}
-	closing := l.closing
 	l.mu.Unlock()
 	_ = nc.Close()
-	if refused && !closing && l.opt.Refused != nil {
+	if l.opt.Refused != nil {
 		l.opt.Refused(refusal)
 	}
 	return nil

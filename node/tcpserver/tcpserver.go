@@ -295,7 +295,6 @@ func (c *clientConn) readLoop() {
 			return
 		}
 		now := time.Now()
-		s.st.PacketsIn[stats.TCP].Add(1)
 		if !s.limit.Allow(src, now.Unix()) {
 			s.st.Drop(stats.DropRateLimited)
 		} else if wire.DecodeClient(frame, &m) != nil {
@@ -308,6 +307,9 @@ func (c *clientConn) readLoop() {
 				return
 			}
 		}
+		// Counted once handled, so that whoever sees the count also sees
+		// what the message did.
+		s.st.PacketsIn[stats.TCP].Add(1)
 		if _, err := r.Discard(n); err != nil {
 			return
 		}

@@ -47,8 +47,8 @@ type Split func(b []byte) int
 
 // Counters are called by Serve after every batch; nil fields are skipped.
 type Counters struct {
-	// Received counts datagrams read, Sent datagrams sent, Failed
-	// datagrams the kernel refused.
+	// Received counts datagrams read (once handled), Sent datagrams
+	// sent, Failed datagrams the kernel refused.
 	Received, Sent, Failed func(n int)
 }
 
@@ -94,9 +94,6 @@ func serveOne(conn *net.UDPConn, batch, bufSize int, h Handler, split Split, c C
 			}
 			return err
 		}
-		if c.Received != nil {
-			c.Received(n)
-		}
 		arena = arena[:0]
 		replies = replies[:0]
 		now := time.Now()
@@ -112,6 +109,11 @@ func serveOne(conn *net.UDPConn, batch, bufSize int, h Handler, split Split, c C
 				replies = append(replies, reply{off, off + l, from})
 				off += l
 			}
+		}
+		// Counted once handled, so that whoever sees the count also sees
+		// what the datagrams did.
+		if c.Received != nil {
+			c.Received(n)
 		}
 		// Replies are cut only now: the handler's appends may have moved
 		// the arena.
