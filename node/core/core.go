@@ -504,6 +504,10 @@ func (c *Core) push(ctx context.Context, p PushSpec) (PushResult, error) {
 	switch p.Kind {
 	case state.Custom:
 		sp.Size = len(p.Payload)
+		if p.Key != "" {
+			// Lets a reused key be told from a retry (docs/protocol.md).
+			sp.Digest = store.DigestOf(p.Payload)
+		}
 	case state.Classified:
 		sp.Size = 8
 	}
