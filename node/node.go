@@ -65,6 +65,9 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
 	policy, _ := state.ParsePolicy(cfg.HeartbeatPolicy)
 	token, err := cfg.apiToken(log)
 	if err != nil {
@@ -155,7 +158,12 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		serve("tcp", n.tcp.Serve)
 	}
 	serve("push", n.push.Serve)
-	serve("http", func() error { return n.http.Serve(n.httpL) })
+	httpLn := n.httpL
+	if ticket != "" {
+		// The bridge's clients send request lines net/http refuses.
+		httpLn = httpapi.CompatListener(httpLn)
+	}
+	serve("http", func() error { return n.http.Serve(httpLn) })
 	n.api.SetReady(true)
 	log.Info("push node ready", "version", Version, "client", n.ClientAddr().String(), "udp", cfg.UDP, "tcp", cfg.TCP,
 		"push", n.PushAddr().String(), "http", n.HTTPAddr().String(), "records", c.Records(), "heartbeat_policy", policy.String())
