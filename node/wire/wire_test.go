@@ -40,7 +40,7 @@ func cat(parts ...[]byte) []byte {
 var (
 	mask8 = []byte{0x80, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07}
 	// validClient holds one valid client message of every cmd of
-	// PROTOCOL.md section 1.
+	// docs/protocol.md section 2.
 	validClient = map[string][]byte{
 		"heartbeat":      hdr(1, 7, 0x00, seqUUID, 0),
 		"ack general":    hdr(1, 7, 0x10, seqUUID, 0),
