@@ -61,3 +61,20 @@ func TestPushFormOneWithKeyStillReads(t *testing.T) {
 		t.Fatalf("form 1 read as %+v", p)
 	}
 }
+
+// An event entry is read only when it is whole: a byte missing or added
+// is a corrupt entry.
+func TestEventEntryIsExact(t *testing.T) {
+	e := state.Event{PushID: 300, UUID: u(7), Kind: state.Custom, Fate: state.Sent, At: -5}
+	b := appendEvent(nil, &e)
+	got, err := decodeEvent(9, b)
+	if err != nil || got.Event != e || got.Seq != 9 {
+		t.Fatalf("decodeEvent = %+v, %v; want %+v", got, err, e)
+	}
+	if _, err := decodeEvent(9, b[:len(b)-1]); err == nil {
+		t.Fatal("a truncated event was read")
+	}
+	if _, err := decodeEvent(9, append(b, 0)); err == nil {
+		t.Fatal("an event with a trailing byte was read")
+	}
+}

@@ -283,7 +283,7 @@ func decodeEvent(seq uint64, b []byte) (Event, error) {
 	}
 	ev.PushID = id
 	at, m := binary.Varint(b[n:])
-	if m <= 0 {
+	if m <= 0 || n+m != len(b) {
 		return ev, errCorrupt
 	}
 	ev.At = at
