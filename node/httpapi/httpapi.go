@@ -15,6 +15,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -73,14 +75,14 @@ func New(c *core.Core, opt Options) *API {
 	}
 	a := &API{core: c, opt: opt, log: opt.Logger, mux: http.NewServeMux(), drain: make(chan struct{})}
 	m := a.mux
-	m.HandleFunc("POST "+api.PathPushes, a.auth(a.push))
-	m.HandleFunc("POST "+api.PathPushesBulk, a.auth(a.bulk))
-	m.HandleFunc("GET "+api.PathPushes+"/{id}", a.auth(a.getPush))
-	m.HandleFunc("GET "+api.PathClients+"{uuid}", a.auth(a.getClient))
-	m.HandleFunc("GET "+api.PathClients, a.auth(a.getClient))
-	m.HandleFunc("GET "+api.PathStatus, a.auth(a.status))
-	m.HandleFunc("POST "+api.PathExpire, a.auth(a.expire))
-	m.HandleFunc("GET "+api.PathEvents, a.auth(a.events))
+	m.HandleFunc("POST "+api.PathPushes, a.auth(params(a.push)))
+	m.HandleFunc("POST "+api.PathPushesBulk, a.auth(params(a.bulk)))
+	m.HandleFunc("GET "+api.PathPushes+"/{id}", a.auth(params(a.getPush)))
+	m.HandleFunc("GET "+api.PathClients+"{uuid}", a.auth(params(a.getClient, "userId")))
+	m.HandleFunc("GET "+api.PathClients, a.auth(params(a.getClient, "userId")))
+	m.HandleFunc("GET "+api.PathStatus, a.auth(params(a.status)))
+	m.HandleFunc("POST "+api.PathExpire, a.auth(params(a.expire)))
+	m.HandleFunc("GET "+api.PathEvents, a.auth(params(a.events, "after", "from", "limit", "wait")))
 	m.HandleFunc("/v1/", a.auth(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	}))
@@ -180,6 +182,35 @@ func (a *API) auth(h http.HandlerFunc) http.HandlerFunc {
 			}
 			writeError(w, http.StatusUnauthorized, msg)
 			return
+		}
+		h(w, r)
+	}
+}
+
+// params refuses a request whose query names a parameter the endpoint does
+// not take, or names one twice: either would be ignored without a word (a
+// "?key=" on a push would not make it idempotent, a misspelt "wiat" would
+// not wait).
+func params(h http.HandlerFunc, allowed ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "the query string is malformed: "+err.Error())
+			return
+		}
+		for name, values := range q {
+			if !slices.Contains(allowed, name) {
+				takes := "no query parameters"
+				if len(allowed) > 0 {
+					takes = "only " + strings.Join(allowed, ", ")
+				}
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown query parameter %q: %s %s takes %s", name, r.Method, r.URL.Path, takes))
+				return
+			}
+			if len(values) > 1 {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter %q is given %d times: give it once", name, len(values)))
+				return
+			}
 		}
 		h(w, r)
 	}
