@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -173,8 +174,14 @@ func (c *Config) Validate() error {
 	if c.MaxRecords < 0 {
 		errs = append(errs, errors.New("max-records must not be negative"))
 	}
-	if c.RateLimit < 0 {
-		errs = append(errs, errors.New("rate-limit must not be negative"))
+	if c.RateLimit < 0 || c.RateLimit > math.MaxInt32 {
+		errs = append(errs, fmt.Errorf("rate-limit %d is out of range: 0 (no limit) to %d packets per second", c.RateLimit, math.MaxInt32))
+	}
+	// A negative cap would read as "no cap".
+	for name, v := range map[string]int{"max-tcp-clients": c.MaxTCPClients, "max-push-conns": c.MaxPushConns} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative (0 means no cap)", name))
+		}
 	}
 	for name, d := range map[string]time.Duration{"expiry-interval": c.ExpiryInterval, "tcp-idle-timeout": c.TCPIdleTimeout,
 		"tcp-frame-timeout": c.TCPFrameTimeout, "push-idle-timeout": c.PushIdleTimeout, "flush-interval": c.FlushInterval,

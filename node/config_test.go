@@ -123,3 +123,33 @@ func TestWarningsAboutClientBuffers(t *testing.T) {
 		t.Fatalf("max-content-length %d: warnings %q", cfg.MaxContentLen, w)
 	}
 }
+
+// Numbers a setting cannot mean are refused rather than read as something
+// else: a negative connection cap is not "no cap", and a rate past what
+// the limiter counts is not clipped.
+func TestValidateRefusesNumbersOutOfRange(t *testing.T) {
+	for _, tc := range []struct {
+		flag string
+		want string
+	}{
+		{"--max-tcp-clients=-1", "max-tcp-clients must not be negative"},
+		{"--max-push-conns=-1", "max-push-conns must not be negative"},
+		{"--rate-limit=-1", "rate-limit -1 is out of range"},
+		{"--rate-limit=2147483648", "rate-limit 2147483648 is out of range"},
+		{"--max-records=-1", "max-records must not be negative"},
+	} {
+		cfg := node.DefaultConfig()
+		fs := cfg.FlagSet("pushnode", io.Discard)
+		if err := fs.Parse([]string{tc.flag}); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.flag, err, tc.want)
+		}
+	}
+	cfg := node.DefaultConfig()
+	cfg.RateLimit, cfg.MaxTCPClients, cfg.MaxPushConns = 2147483647, 0, 0
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("the largest rate and no caps: %v", err)
+	}
+}
