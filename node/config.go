@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,7 +118,7 @@ func (c *Config) FlagSet(name string, output io.Writer) *flag.FlagSet {
 	fs.BoolVar(&c.TCP, "tcp", c.TCP, "serve clients over TCP")
 	fs.StringVar(&c.PushAddr, "push-addr", c.PushAddr, "TCP address app servers push to (no authentication: keep it internal)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "address of the HTTP API, console, health and metrics")
-	fs.IntVar(&c.MaxContentLen, "max-content-length", c.MaxContentLen, "largest custom (0x20) payload in bytes")
+	fs.IntVar(&c.MaxContentLen, "max-content-length", c.MaxContentLen, fmt.Sprintf("largest custom (0x20) payload in bytes, 1 to %d (DDPush clients with their default 1024-byte buffer take at most %d)", wire.MaxContentLenLimit, JavaClientMaxContentLen))
 	fs.DurationVar(&c.OnlineWindow, "online-window", c.OnlineWindow, "how long after a UDP heartbeat a client gets instant pushes")
 	fs.DurationVar(&c.ExpiryAge, "expiry-age", c.ExpiryAge, "remove records inactive for longer (0 keeps them forever)")
 	fs.DurationVar(&c.ExpiryInterval, "expiry-interval", c.ExpiryInterval, "how often the expiry cleaner runs")
@@ -180,7 +181,8 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("heartbeat-policy %q is not never, always or address-changed", c.HeartbeatPolicy))
 	}
 	if c.MaxContentLen < 1 || c.MaxContentLen > wire.MaxContentLenLimit {
-		errs = append(errs, fmt.Errorf("max-content-length %d is not between 1 and %d", c.MaxContentLen, wire.MaxContentLenLimit))
+		errs = append(errs, fmt.Errorf("max-content-length %d is out of range: a custom payload is at least 1 byte, and at most %d so that "+
+			"the message carrying it (5-byte header and payload) fits one UDP datagram", c.MaxContentLen, wire.MaxContentLenLimit))
 	}
 	if !c.UDP && !c.TCP {
 		errs = append(errs, errors.New("udp and tcp are both off: phones could not reach the node"))
@@ -194,8 +196,14 @@ func (c *Config) Validate() error {
 	if c.MaxRecords < 0 {
 		errs = append(errs, errors.New("max-records must not be negative"))
 	}
-	if c.RateLimit < 0 {
-		errs = append(errs, errors.New("rate-limit must not be negative"))
+	if c.RateLimit < 0 || c.RateLimit > math.MaxInt32 {
+		errs = append(errs, fmt.Errorf("rate-limit %d is out of range: 0 (no limit) to %d packets per second", c.RateLimit, math.MaxInt32))
+	}
+	// A negative cap would read as "no cap".
+	for name, v := range map[string]int{"max-tcp-clients": c.MaxTCPClients, "max-push-conns": c.MaxPushConns} {
+		if v < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative (0 means no cap)", name))
+		}
 	}
 	for _, cap := range []struct {
 		name string
@@ -228,6 +236,22 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("log-format %q is not text or json", c.LogFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// JavaClientMaxContentLen is the largest custom payload the DDPush Java
+// clients receive with their default 1024-byte receive buffer (less the
+// 5-byte header): a longer message is cut short and dropped by the phone,
+// and resent on every heartbeat without ever being acknowledged.
+const JavaClientMaxContentLen = 1024 - wire.ServerHeaderLen
+
+// Warnings lists valid settings that are likely mistakes, for the log.
+func (c *Config) Warnings() []string {
+	var w []string
+	if c.MaxContentLen > JavaClientMaxContentLen {
+		w = append(w, fmt.Sprintf("max-content-length %d is above %d: DDPush clients with their default 1024-byte buffer drop longer custom messages; "+
+			"raise the clients' buffer, or keep payloads at most %d bytes", c.MaxContentLen, JavaClientMaxContentLen, JavaClientMaxContentLen))
+	}
+	return w
 }
 
 func (c *Config) logLevel() (slog.Level, error) {

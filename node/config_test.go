@@ -115,3 +115,84 @@ func TestConnectionLimitsValidated(t *testing.T) {
 		}
 	}
 }
+
+// max-content-length bounds custom payloads only; its range is what a
+// custom message can be: at least 1 byte, and small enough that the
+// message carrying it fits one UDP datagram.
+func TestMaxContentLengthRange(t *testing.T) {
+	for _, tc := range []struct {
+		value string
+		ok    bool
+	}{
+		{"-1", false}, {"0", false}, {"1", true}, {"7", true}, {"8", true}, {"500", true},
+		{"65502", true}, {"65503", false}, {"65535", false}, {"65536", false}, {"4294967297", false},
+	} {
+		cfg := node.DefaultConfig()
+		fs := cfg.FlagSet("pushnode", io.Discard)
+		if err := fs.Parse([]string{"--max-content-length=" + tc.value}); err != nil {
+			t.Fatal(err)
+		}
+		err := cfg.Validate()
+		if (err == nil) != tc.ok {
+			t.Fatalf("max-content-length %s: %v, want valid %v", tc.value, err, tc.ok)
+		}
+		if err != nil {
+			for _, want := range []string{"max-content-length " + tc.value, "at least 1", "at most 65502", "UDP datagram"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("max-content-length %s: %q does not mention %q", tc.value, err, want)
+				}
+			}
+		}
+	}
+	cfg := node.DefaultConfig()
+	fs := cfg.FlagSet("pushnode", io.Discard)
+	if err := fs.Parse([]string{"--max-content-length=lots"}); err == nil {
+		t.Fatal("a non-number was taken")
+	}
+}
+
+// A maximum the DDPush clients cannot receive with their default buffer
+// is allowed (a client may raise it) but said in the log.
+func TestWarningsAboutClientBuffers(t *testing.T) {
+	cfg := node.DefaultConfig()
+	for _, n := range []int{1, 500, node.JavaClientMaxContentLen} {
+		cfg.MaxContentLen = n
+		if w := cfg.Warnings(); len(w) != 0 {
+			t.Fatalf("max-content-length %d warns: %q", n, w)
+		}
+	}
+	cfg.MaxContentLen = node.JavaClientMaxContentLen + 1
+	if w := cfg.Warnings(); len(w) != 1 || !strings.Contains(w[0], "1024-byte buffer") {
+		t.Fatalf("max-content-length %d: warnings %q", cfg.MaxContentLen, w)
+	}
+}
+
+// Numbers a setting cannot mean are refused rather than read as something
+// else: a negative connection cap is not "no cap", and a rate past what
+// the limiter counts is not clipped.
+func TestValidateRefusesNumbersOutOfRange(t *testing.T) {
+	for _, tc := range []struct {
+		flag string
+		want string
+	}{
+		{"--max-tcp-clients=-1", "max-tcp-clients must not be negative"},
+		{"--max-push-conns=-1", "max-push-conns must not be negative"},
+		{"--rate-limit=-1", "rate-limit -1 is out of range"},
+		{"--rate-limit=2147483648", "rate-limit 2147483648 is out of range"},
+		{"--max-records=-1", "max-records must not be negative"},
+	} {
+		cfg := node.DefaultConfig()
+		fs := cfg.FlagSet("pushnode", io.Discard)
+		if err := fs.Parse([]string{tc.flag}); err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.flag, err, tc.want)
+		}
+	}
+	cfg := node.DefaultConfig()
+	cfg.RateLimit, cfg.MaxTCPClients, cfg.MaxPushConns = 2147483647, 0, 0
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("the largest rate and no caps: %v", err)
+	}
+}

@@ -17,6 +17,12 @@ import (
 // MaxHeaderBytes bounds the request line and headers of an HTTP request.
 const MaxHeaderBytes = 64 << 10
 
+// CompatMaxHeaderBytes replaces MaxHeaderBytes while the HttpPushServer
+// bridge is enabled: its clients put the payload in the query string,
+// percent-encoded, so a payload of the largest content length takes three
+// times as many bytes in the request line.
+const CompatMaxHeaderBytes = 256 << 10
+
 // listenHTTP binds the HTTP port and builds its server around n.api.
 func (n *Node) listenHTTP(cfg Config, st *stats.Stats) error {
 	var err error
@@ -42,7 +48,7 @@ func (n *Node) listenHTTP(cfg Config, st *stats.Stats) error {
 		IdleTimeout:       2 * time.Minute,
 		// Every connection may hold this much before authentication
 		// (net/http's default is 1 MB); the API's headers are small.
-		MaxHeaderBytes: MaxHeaderBytes,
+		MaxHeaderBytes: maxHeaderBytes(cfg),
 		// The server's own complaints (a peer's malformed request, a
 		// handler's panic) are logged at most once per interval.
 		ErrorLog: stdlog.New(lograte.Writer{L: lograte.New(n.log, 10*time.Second), Level: slog.LevelWarn, Key: "http", Msg: "http server"}, "", 0),
@@ -126,4 +132,11 @@ func (f *inflight) wait(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+func maxHeaderBytes(cfg Config) int {
+	if cfg.CompatTicketFile != "" {
+		return CompatMaxHeaderBytes
+	}
+	return MaxHeaderBytes
 }

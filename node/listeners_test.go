@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -271,5 +273,25 @@ func TestHTTPHeadersAreBounded(t *testing.T) {
 	c = rawHTTP(t, n.HTTPAddr().String(), "127.0.0.1", "GET /healthz HTTP/1.1\r\nHost: node\r\nX-Small: "+big[:1000]+"\r\nConnection: close\r\n\r\n")
 	if got := closedWithin(t, c, 5*time.Second); !strings.HasPrefix(got, "HTTP/1.1 200") {
 		t.Fatalf("small headers: %.60q", got)
+	}
+}
+
+// TestHTTPHeadersBoundWithTheBridge: with the HttpPushServer bridge on, a
+// request line long enough for a percent-encoded payload of the largest
+// content length is read, and one past the larger bound is still refused.
+func TestHTTPHeadersBoundWithTheBridge(t *testing.T) {
+	n := nodetest.Start(t, func(c *node.Config) {
+		c.CompatTicketFile = filepath.Join(t.TempDir(), "ticket")
+		must(t, os.WriteFile(c.CompatTicketFile, []byte("bridge-ticket"), 0o600))
+	})
+	fits := strings.Repeat("a", 3*65502+100) // %XX for each byte of the largest payload
+	c := rawHTTP(t, n.HTTPAddr().String(), "127.0.0.1", "GET /healthz?x="+fits+" HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\r\n")
+	if got := closedWithin(t, c, 5*time.Second); strings.HasPrefix(got, "HTTP/1.1 431") {
+		t.Fatalf("a request line of %d bytes with the bridge on: %.60q", len(fits), got)
+	}
+	big := strings.Repeat("a", node.CompatMaxHeaderBytes+8<<10)
+	c = rawHTTP(t, n.HTTPAddr().String(), "127.0.0.1", "GET /healthz HTTP/1.1\r\nHost: node\r\nX-Big: "+big+"\r\n\r\n")
+	if got := closedWithin(t, c, 5*time.Second); !strings.HasPrefix(got, "HTTP/1.1 431") {
+		t.Fatalf("headers over %d bytes with the bridge on: %.60q", node.CompatMaxHeaderBytes, got)
 	}
 }

@@ -69,6 +69,9 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn(w)
+	}
 	policy, _ := state.ParsePolicy(cfg.HeartbeatPolicy)
 	token, err := cfg.apiToken(log)
 	if err != nil {
@@ -160,7 +163,12 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		serve("tcp", n.tcp.Serve)
 	}
 	serve("push", n.push.Serve)
-	serve("http", func() error { return n.http.Serve(n.httpL) })
+	var httpLn net.Listener = n.httpL
+	if ticket != "" {
+		// The bridge's clients send request lines net/http refuses.
+		httpLn = httpapi.CompatListener(httpLn)
+	}
+	serve("http", func() error { return n.http.Serve(httpLn) })
 	if lim := openFileLimit(); lim > 0 {
 		if w := fdLimitWarning(cfg, lim); w != "" {
 			log.Warn(w)

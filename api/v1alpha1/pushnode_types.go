@@ -155,10 +155,12 @@ type NodeSettings struct {
 	// +kubebuilder:default=never
 	// +optional
 	HeartbeatPolicy HeartbeatPolicy `json:"heartbeatPolicy,omitempty"`
-	// MaxContentLength is the largest Custom payload in bytes.
+	// MaxContentLength is the largest Custom payload in bytes: at most
+	// 65502, so that the message carrying it fits one UDP datagram.
+	// DDPush clients with their default buffer take at most 1019.
 	// +kubebuilder:default=500
 	// +kubebuilder:validation:Minimum=1
-	// +kubebuilder:validation:Maximum=65535
+	// +kubebuilder:validation:Maximum=65502
 	// +optional
 	MaxContentLength int32 `json:"maxContentLength,omitempty"`
 	// OnlineWindow is how long after a UDP heartbeat pushes go out at once.

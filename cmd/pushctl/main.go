@@ -16,6 +16,7 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/httpapi"
@@ -331,6 +332,16 @@ func runPhone(ctx context.Context, fs *flag.FlagSet, c *common, args []string, o
 	}
 }
 
+// payloadFields puts a custom payload given as an argument in the request
+// field that carries it unchanged: data when it is UTF-8 text, binaryData
+// otherwise (JSON would replace the bytes that are not UTF-8).
+func payloadFields(data string) (string, []byte) {
+	if data == "" || utf8.ValidString(data) {
+		return data, nil
+	}
+	return "", []byte(data)
+}
+
 func bindMessage(fs *flag.FlagSet) (kind, data, bits *string) {
 	kind = fs.String("kind", "custom", "general, classified or custom")
 	data = fs.String("data", "", "custom payload (text)")
@@ -382,7 +393,8 @@ func runPush(ctx context.Context, fs *flag.FlagSet, c *common, args []string, ou
 		if err != nil {
 			return err
 		}
-		req := api.PushRequest{UUID: u.String(), Kind: *kind, Data: *data, Key: *key}
+		req := api.PushRequest{UUID: u.String(), Kind: *kind, Key: *key}
+		req.Data, req.BinaryData = payloadFields(*data)
 		if *bits != "" {
 			b, err := api.ParseBits(*bits)
 			if err != nil {
@@ -414,7 +426,8 @@ func runBulk(ctx context.Context, fs *flag.FlagSet, c *common, args []string, ou
 	if fs.NArg() == 0 {
 		return errors.New("name at least one target (uuid or user id)")
 	}
-	req := api.BulkPushRequest{Kind: *kind, Data: *data}
+	req := api.BulkPushRequest{Kind: *kind}
+	req.Data, req.BinaryData = payloadFields(*data)
 	if *bits != "" {
 		b, err := api.ParseBits(*bits)
 		if err != nil {
@@ -424,9 +437,13 @@ func runBulk(ctx context.Context, fs *flag.FlagSet, c *common, args []string, ou
 		req.Bits = &ab
 	}
 	for _, t := range fs.Args() {
-		if _, err := wire.ParseUUID(t); err == nil {
+		switch _, err := wire.ParseUUID(t); {
+		case err == nil:
 			req.UUIDs = append(req.UUIDs, t)
-		} else {
+		case !utf8.ValidString(t):
+			// JSON cannot carry these bytes; their md5 is the target.
+			req.UUIDs = append(req.UUIDs, httpapi.UserUUID(t).String())
+		default:
 			req.UserIDs = append(req.UserIDs, t)
 		}
 	}

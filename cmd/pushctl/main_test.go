@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddpush/ddpush-operator/node/httpapi"
 	"github.com/ddpush/ddpush-operator/node/nodetest"
 )
 
@@ -59,7 +60,8 @@ func TestPushctlAgainstARealNode(t *testing.T) {
 		{append(append([]string{"pushes"}, common...), "1"), `"fate": "`},
 		{append([]string{"events"}, common...), "push 1"},
 		{append([]string{"status"}, common...), `"records": 1`},
-		{append(append([]string{"bulk", "--kind", "general"}, common...), "10001", "d89f3a35931c386956c1a402a8e09941"), `"accepted": 2`},
+		// User 10001, and the uuid of user 10002 (md5("10002")).
+		{append(append([]string{"bulk", "--kind", "general"}, common...), "10001", "4052ce8ed2d7ec3dd2a3e6ce2d5e0b29"), `"accepted": 2`},
 		{[]string{"uuid", "10001"}, "d89f3a35931c386956c1a402a8e09941"},
 	} {
 		out.Reset()
@@ -90,6 +92,32 @@ func TestPushctlRefusesBadInput(t *testing.T) {
 		err := run(ctx, tc.args, &bytes.Buffer{})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: %v, want an error containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// A payload or user id that is not UTF-8 reaches the node byte for byte:
+// JSON text cannot carry it, so pushctl sends it in a form that can.
+func TestPushctlSendsBytesThatAreNotUTF8(t *testing.T) {
+	n := nodetest.Start(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	common := []string{"--http", "http://" + n.HTTPAddr().String(), "--token", nodetest.Token}
+	const payload, user = "caf\xe9 \xff", "us\xe9r"
+	var out bytes.Buffer
+	if err := run(ctx, append([]string{"push", "--user", "10001", "--kind", "custom", "--data", payload}, common...), &out); err != nil {
+		t.Fatal(err)
+	}
+	if err := run(ctx, append(append([]string{"bulk", "--kind", "custom", "--data", payload}, common...), user), &out); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []string{httpapi.UserUUID("10001").String(), httpapi.UserUUID(user).String()} {
+		c, err := n.API.Client(ctx, u)
+		if err != nil {
+			t.Fatalf("client %s: %v", u, err)
+		}
+		if len(c.Pending) != 1 || string(c.Pending[0].Data) != payload {
+			t.Fatalf("client %s holds %+v, want the payload % x", u, c.Pending, payload)
 		}
 	}
 }

@@ -15,7 +15,7 @@ import (
 // waits for: the pending message of a backlog, the push expected after a
 // restart, or the 0x00 that proves a record exists. Each socket keeps up
 // to window heartbeats in flight; the appId of each heartbeat (echoed by
-// the server in every answer, PROTOCOL.md section 2) tags it, so that an
+// the server in every answer, docs/protocol.md section 3) tags it, so that an
 // answer is matched to its phone without any extra state on the server.
 // A phone not answered within retry is heartbeated again, up to tries
 // times.

@@ -238,4 +238,7 @@ type Events struct {
 // Error is every error body.
 type Error struct {
 	Error string `json:"error"`
+	// Push is the push an idempotency key was first used for, when a
+	// request reusing the key differs from it (422).
+	Push *Push `json:"push,omitempty"`
 }

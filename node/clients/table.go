@@ -5,6 +5,7 @@
 package clients
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -62,7 +63,17 @@ func New(cfg Config, sink EventSink) *ClientTable {
 	return t
 }
 
-func (t *ClientTable) shard(u *wire.UUID) *shard { return &t.shards[u[0]] }
+func (t *ClientTable) shard(u *wire.UUID) *shard { return &t.shards[shardOf(u)] }
+
+// shardOf picks a uuid's shard from all 16 of its bytes. DDPush clients
+// usually send md5 digests, but a client may send any 16 bytes (a
+// counter, a padded name), and uuids sharing a first byte must not all
+// contend on one lock. Multiplying carries every bit upwards, so the top
+// byte of the product depends on every byte of the uuid.
+func shardOf(u *wire.UUID) int {
+	x := binary.LittleEndian.Uint64(u[:8])*0x9e3779b97f4a7c15 ^ binary.LittleEndian.Uint64(u[8:])
+	return int((x * 0xc2b2ae3d27d4eb4f) >> 56)
+}
 
 // Len is the number of records.
 func (t *ClientTable) Len() int64 { return t.count.Load() }

@@ -55,7 +55,7 @@ func TestLookupAllocatesNothing(t *testing.T) {
 		tbl.Heartbeat(1, uuid(i), state.UDP, addr, nil, 1, nil)
 	}
 	u := uuid(77)
-	s := &tbl.shards[u[0]]
+	s := tbl.shard(&u)
 	allocs := testing.AllocsPerRun(1000, func() {
 		s.mu.Lock()
 		r := s.lookup(&u)
@@ -172,5 +172,27 @@ func BenchmarkLookup(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		tbl.Get(1, uuid(i&(n-1)))
+	}
+}
+
+// Every byte of a uuid takes part in choosing its shard: uuids that differ
+// in one byte only, at any position, spread over the shards instead of
+// all waiting on one lock.
+func TestShardUsesEveryByte(t *testing.T) {
+	if shardCount != 256 {
+		t.Fatalf("the test expects 256 shards, the table has %d", shardCount)
+	}
+	for pos := range wire.UUIDLen {
+		seen := map[int]bool{}
+		for v := range 256 {
+			var u wire.UUID
+			copy(u[:], "0123456789abcdef")
+			u[pos] = byte(v)
+			seen[shardOf(&u)] = true
+		}
+		// 256 values thrown at 256 shards at random reach about 162.
+		if len(seen) < 128 {
+			t.Errorf("uuids differing only in byte %d reach %d of %d shards", pos, len(seen), shardCount)
+		}
 	}
 }

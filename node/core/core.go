@@ -369,7 +369,7 @@ func (c *Core) HandleClient(now int64, m *wire.ClientMessage, tr state.Transport
 	case wire.CmdGeneral, wire.CmdClassified, wire.CmdCustom:
 		c.table.Ack(now, m.UUID, m.Cmd, m.Mask(), conn)
 	case wire.CmdReset:
-		// Valid on the wire, no action (PROTOCOL.md section 1).
+		// Valid on the wire, no action (docs/protocol.md section 2).
 	}
 	return out
 }
@@ -504,6 +504,10 @@ func (c *Core) push(ctx context.Context, p PushSpec) (PushResult, error) {
 	switch p.Kind {
 	case state.Custom:
 		sp.Size = len(p.Payload)
+		if p.Key != "" {
+			// Lets a reused idempotency key be told from a retry.
+			sp.Digest = store.DigestOf(p.Payload)
+		}
 	case state.Classified:
 		sp.Size = 8
 	}

@@ -33,14 +33,26 @@ func TestAuth(t *testing.T) {
 		if !strings.HasPrefix(r.hdr.Get("WWW-Authenticate"), "Bearer") {
 			t.Errorf("%s %s: WWW-Authenticate %q", p.method, p.path, r.hdr.Get("WWW-Authenticate"))
 		}
-		for _, auth := range []string{"Bearer wrong-token", "Bearer " + testToken + "x", testToken, "Basic " + testToken, "Bearer", "Bearer  " + testToken} {
+		for _, auth := range []string{"Bearer wrong-token", "Bearer " + testToken + "x", "bearer " + strings.ToUpper(testToken), "Bearer x" + testToken} {
 			r := tn.raw(p.method, p.path, body, http.Header{"Authorization": {auth}})
 			wantError(t, r, http.StatusUnauthorized, "invalid bearer token")
+		}
+		for _, auth := range []string{testToken, "Basic " + testToken, "Bearer", "Bearer ", "Bearer\t" + testToken, "Bearertoken " + testToken, "Token " + testToken} {
+			r := tn.raw(p.method, p.path, body, http.Header{"Authorization": {auth}})
+			wantError(t, r, http.StatusUnauthorized, "not a bearer token", "Authorization: Bearer <token>")
 		}
 	}
 	tn.unchanged(before, "unauthenticated requests")
 	if _, ok := tn.client(uuidFor("a")); ok {
 		t.Fatal("an unauthenticated push created a record")
+	}
+
+	// The scheme is case-insensitive and may be followed by more than one
+	// space (RFC 9110 section 11.4, RFC 6750 section 2.1).
+	for _, auth := range []string{"bearer " + testToken, "BEARER " + testToken, "BeArEr " + testToken, "Bearer  " + testToken, "bearer    " + testToken} {
+		if r := tn.raw(http.MethodGet, api.PathStatus, nil, http.Header{"Authorization": {auth}}); r.code != http.StatusOK {
+			t.Errorf("Authorization %q: %s", auth, r)
+		}
 	}
 
 	// The right token opens every endpoint.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -15,10 +16,12 @@ import (
 )
 
 // compat is the old HttpPushServer bridge: GET /?act=user&type=10|11|20&
-// uuid=…&data=…&ticket=…, answered text/plain "1" (pushed) or "0".
+// uuid=…&data=…&ticket=…, answered text/plain "1" (pushed) or "0". It
+// reads the query as that bridge did (compatQuery), so that what the old
+// web manager sends is pushed as before; docs/protocol.md lists how.
 func (a *API) compat(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if q.Get("act") == "" && q.Get("ticket") == "" {
+	q := compatQuery(r.URL.RawQuery)
+	if q["act"] == "" && q["ticket"] == "" {
 		if strings.Contains(r.Header.Get("Accept"), "text/html") {
 			// A browser: the web console is what it came for.
 			http.Redirect(w, r, "/console/", http.StatusFound)
@@ -38,26 +41,31 @@ func (a *API) compat(w http.ResponseWriter, r *http.Request) {
 		}
 		io.WriteString(w, "1")
 	}
+	if r.Method != http.MethodGet {
+		// A HEAD (a link checker, a monitor) must not push.
+		answer(false, "only GET pushes")
+		return
+	}
 	if a.opt.CompatTicket == "" {
 		answer(false, "the compatibility endpoint is disabled (no ticket configured)")
 		return
 	}
-	if subtle.ConstantTimeCompare([]byte(q.Get("ticket")), []byte(a.opt.CompatTicket)) != 1 {
+	if subtle.ConstantTimeCompare([]byte(q["ticket"]), []byte(a.opt.CompatTicket)) != 1 {
 		answer(false, "wrong ticket")
 		return
 	}
-	if !strings.EqualFold(q.Get("act"), "user") {
-		answer(false, fmt.Sprintf("act %q is not supported (only act=user)", q.Get("act")))
+	if !strings.EqualFold(q["act"], "user") {
+		answer(false, fmt.Sprintf("act %q is not supported (only act=user)", q["act"]))
 		return
 	}
-	u, err := wire.ParseUUID(q.Get("uuid"))
+	u, err := wire.ParseUUID(q["uuid"])
 	if err != nil {
 		answer(false, err.Error())
 		return
 	}
 	spec := core.PushSpec{UUID: u}
-	data := q.Get("data")
-	switch q.Get("type") {
+	data := q["data"]
+	switch q["type"] {
 	case "10":
 		spec.Kind = state.General
 	case "11":
@@ -71,7 +79,7 @@ func (a *API) compat(w http.ResponseWriter, r *http.Request) {
 	case "20":
 		spec.Kind, spec.Payload = state.Custom, []byte(data)
 	default:
-		answer(false, fmt.Sprintf("type %q is not 10, 11 or 20", q.Get("type")))
+		answer(false, fmt.Sprintf("type %q is not 10, 11 or 20", q["type"]))
 		return
 	}
 	st := a.core.Stats()
@@ -82,4 +90,29 @@ func (a *API) compat(w http.ResponseWriter, r *http.Request) {
 	}
 	st.Push(stats.FromHTTP, spec.Kind, stats.PushAccepted)
 	answer(true, "")
+}
+
+// compatQuery reads a query string the way the HttpPushServer bridge
+// read its request line: pairs split on '&' only (a ';' is data, not a
+// separator), each split at its first '=' (a pair without one has an
+// empty value), names in any case, and the last of a repeated name
+// winning. Values are URL-decoded ('+' is a space); one whose escapes are
+// broken is dropped, as the bridge failed on it. Raw spaces and control
+// characters in the request line reach here percent-encoded by
+// CompatListener.
+func compatQuery(raw string) map[string]string {
+	q := map[string]string{}
+	for pair := range strings.SplitSeq(raw, "&") {
+		if pair == "" {
+			continue
+		}
+		name, value, _ := strings.Cut(pair, "=")
+		v, err := url.QueryUnescape(value)
+		if err != nil {
+			delete(q, strings.ToLower(name))
+			continue
+		}
+		q[strings.ToLower(name)] = v
+	}
+	return q
 }

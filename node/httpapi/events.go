@@ -23,6 +23,15 @@ const maxEventsPerCall = 1000
 
 func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	from := q.Get("from")
+	switch {
+	case q.Has("from") && from != "now":
+		writeError(w, http.StatusBadRequest, fmt.Sprintf(`from must be "now" (follow from the latest event), got %q`, from))
+		return
+	case from == "now" && q.Has("after"):
+		writeError(w, http.StatusBadRequest, "give either after or from=now, not both")
+		return
+	}
 	var after uint64
 	if s := q.Get("after"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
@@ -32,13 +41,15 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		}
 		after = v
 	} else if s := r.Header.Get("Last-Event-ID"); s != "" {
+		// A reconnecting event stream resumes where it was, even when
+		// its address says from=now.
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("Last-Event-ID must be an event sequence number, got %q", s))
 			return
 		}
 		after = v
-	} else if q.Get("from") == "now" {
+	} else if from == "now" {
 		after = a.core.DurableSeq()
 	}
 	limit := maxEventsPerCall

@@ -5,6 +5,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -14,6 +15,9 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,14 +78,14 @@ func New(c *core.Core, opt Options) *API {
 	}
 	a := &API{core: c, opt: opt, log: opt.Logger, mux: http.NewServeMux(), drain: make(chan struct{})}
 	m := a.mux
-	m.HandleFunc("POST "+api.PathPushes, a.auth(a.push))
-	m.HandleFunc("POST "+api.PathPushesBulk, a.auth(a.bulk))
-	m.HandleFunc("GET "+api.PathPushes+"/{id}", a.auth(a.getPush))
-	m.HandleFunc("GET "+api.PathClients+"{uuid}", a.auth(a.getClient))
-	m.HandleFunc("GET "+api.PathClients, a.auth(a.getClient))
-	m.HandleFunc("GET "+api.PathStatus, a.auth(a.status))
-	m.HandleFunc("POST "+api.PathExpire, a.auth(a.expire))
-	m.HandleFunc("GET "+api.PathEvents, a.auth(a.events))
+	m.HandleFunc("POST "+api.PathPushes, a.auth(params(a.push)))
+	m.HandleFunc("POST "+api.PathPushesBulk, a.auth(params(a.bulk)))
+	m.HandleFunc("GET "+api.PathPushes+"/{id}", a.auth(params(a.getPush)))
+	m.HandleFunc("GET "+api.PathClients+"{uuid}", a.auth(params(a.getClient, "userId")))
+	m.HandleFunc("GET "+api.PathClients, a.auth(params(a.getClient, "userId")))
+	m.HandleFunc("GET "+api.PathStatus, a.auth(params(a.status)))
+	m.HandleFunc("POST "+api.PathExpire, a.auth(params(a.expire)))
+	m.HandleFunc("GET "+api.PathEvents, a.auth(params(a.events, "after", "from", "limit", "wait")))
 	m.HandleFunc("/v1/", a.auth(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))
 	}))
@@ -169,13 +173,17 @@ func writeError(w http.ResponseWriter, code int, msg string) {
 }
 
 func (a *API) auth(h http.HandlerFunc) http.HandlerFunc {
-	want := []byte("Bearer " + a.opt.Token)
+	want := []byte(a.opt.Token)
 	return func(w http.ResponseWriter, r *http.Request) {
-		got := []byte(r.Header.Get("Authorization"))
-		if a.opt.Token == "" || subtle.ConstantTimeCompare(got, want) != 1 {
+		header := r.Header.Get("Authorization")
+		got, ok := bearerToken(header)
+		if a.opt.Token == "" || !ok || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="pushnode"`)
 			msg := "missing bearer token: send Authorization: Bearer <token>"
-			if len(got) > 0 {
+			switch {
+			case header != "" && !ok:
+				msg = "the Authorization header is not a bearer token: send Authorization: Bearer <token>"
+			case header != "":
 				msg = "invalid bearer token"
 			}
 			writeError(w, http.StatusUnauthorized, msg)
@@ -185,22 +193,79 @@ func (a *API) auth(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// params refuses a request whose query names a parameter the endpoint does
+// not take, or names one twice: either would be ignored without a word (a
+// "?key=" on a push would not make it idempotent, a misspelt "wiat" would
+// not wait).
+func params(h http.HandlerFunc, allowed ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q, err := url.ParseQuery(r.URL.RawQuery)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "the query string is malformed: "+err.Error())
+			return
+		}
+		for name, values := range q {
+			if !slices.Contains(allowed, name) {
+				takes := "no query parameters"
+				if len(allowed) > 0 {
+					takes = "only " + strings.Join(allowed, ", ")
+				}
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("unknown query parameter %q: %s %s takes %s", name, r.Method, r.URL.Path, takes))
+				return
+			}
+			if len(values) > 1 {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("query parameter %q is given %d times: give it once", name, len(values)))
+				return
+			}
+		}
+		h(w, r)
+	}
+}
+
+// bearerToken reads the token of an Authorization header. The scheme is
+// case-insensitive and separated from the token by one or more spaces
+// (RFC 9110 section 11.4; RFC 6750 section 2.1).
+func bearerToken(header string) (string, bool) {
+	scheme, token, ok := strings.Cut(header, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	token = strings.TrimLeft(token, " ")
+	return token, token != ""
+}
+
+// decodeBody reads a JSON object into v. Anything that decoding would
+// silently drop or alter is refused with a message saying what: text
+// that is not valid Unicode, a field named twice, an unknown field, a
+// second value after the first.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	dec := json.NewDecoder(r.Body)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			return fmt.Errorf("request body is larger than %d bytes", MaxBodyBytes)
+		}
+		return fmt.Errorf("read request body: %w", err)
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return errors.New("request body is empty: send a JSON object")
+	}
+	if err := checkJSONText(body); err != nil {
+		return err
+	}
+	if err := checkRepeatedFields(body); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		var mb *http.MaxBytesError
-		switch {
-		case errors.As(err, &mb):
-			return fmt.Errorf("request body is larger than %d bytes", MaxBodyBytes)
-		case errors.Is(err, io.EOF):
-			return errors.New("request body is empty: send a JSON object")
+		if uf := unknownFieldError(err, v); uf != nil {
+			return uf
 		}
 		return fmt.Errorf("request body is not valid JSON for this endpoint: %v", err)
 	}
-	if dec.More() {
-		return errors.New("request body holds more than one JSON value")
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("request body holds more than one JSON value, or text after it: send one JSON object")
 	}
 	return nil
 }

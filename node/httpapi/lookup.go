@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -139,14 +140,20 @@ func (a *API) Status() api.Status {
 	return s
 }
 
+// maxExpireHours is the longest age a time.Duration holds, in whole hours
+// (about 292 years).
+const maxExpireHours = float64(math.MaxInt64 / int64(time.Hour))
+
 func (a *API) expire(w http.ResponseWriter, r *http.Request) {
 	var req api.ExpireRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if req.OlderThanHours == nil || *req.OlderThanHours < 0 {
-		writeError(w, http.StatusBadRequest, `olderThanHours is required and must be >= 0, e.g. {"olderThanHours": 48}`)
+	// An age past what a Duration holds has no defined conversion to one
+	// (the result depends on the CPU): refuse it rather than guess.
+	if req.OlderThanHours == nil || !(*req.OlderThanHours >= 0 && *req.OlderThanHours <= maxExpireHours) {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf(`olderThanHours is required, from 0 to %d, e.g. {"olderThanHours": 48}`, int64(maxExpireHours)))
 		return
 	}
 	age := time.Duration(*req.OlderThanHours * float64(time.Hour))

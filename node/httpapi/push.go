@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/core"
 	"github.com/ddpush/ddpush-operator/node/state"
 	"github.com/ddpush/ddpush-operator/node/stats"
+	"github.com/ddpush/ddpush-operator/node/store"
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
 
@@ -86,6 +88,12 @@ func (a *API) push(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "the Idempotency-Key header and the body's key differ")
 			return
 		}
+		if !utf8.ValidString(h) {
+			// Keys come back in JSON (pushes, events), which cannot carry
+			// these bytes: a follower would never see its key again.
+			writeError(w, http.StatusBadRequest, "the Idempotency-Key header is not valid UTF-8")
+			return
+		}
 		req.Key = h
 	}
 	u, err := target(req.UUID, req.UserID)
@@ -120,14 +128,24 @@ func (a *API) push(w http.ResponseWriter, r *http.Request) {
 	}
 	code := http.StatusCreated
 	if res.Duplicate {
-		st.Push(stats.FromHTTP, spec.Kind, stats.PushDuplicate)
 		code = http.StatusOK
 		if p, ok, err := a.core.GetPush(res.ID); err == nil && ok {
 			out := pushJSON(&p)
+			if why := differsFrom(&p, &spec); why != "" {
+				// A key names one push: answering the first for a
+				// different request would report a push that was not made.
+				st.Push(stats.FromHTTP, spec.Kind, stats.PushRejected)
+				writeJSON(w, http.StatusUnprocessableEntity, api.Error{Push: &out, Error: fmt.Sprintf(
+					"idempotency key %q was first used for push %d, which %s: a key may only repeat the same push (a retry); use a new key for a new push",
+					spec.Key, p.ID, why)})
+				return
+			}
+			st.Push(stats.FromHTTP, spec.Kind, stats.PushDuplicate)
 			out.Duplicate = true
 			writeJSON(w, code, out)
 			return
 		}
+		st.Push(stats.FromHTTP, spec.Kind, stats.PushDuplicate)
 	} else {
 		st.Push(stats.FromHTTP, spec.Kind, stats.PushAccepted)
 	}
@@ -141,6 +159,26 @@ func (a *API) push(w http.ResponseWriter, r *http.Request) {
 		out.Bits = &b
 	}
 	writeJSON(w, code, out)
+}
+
+// differsFrom says how a request reusing an idempotency key differs from
+// the push first made with it, or "" when it is the same push: the same
+// target (however named: uuid in either case, or the user id it derives
+// from), kind, bits and payload bytes (as data or as binaryData).
+func differsFrom(p *store.Push, spec *core.PushSpec) string {
+	switch {
+	case p.UUID != spec.UUID:
+		return "went to uuid " + p.UUID.String()
+	case p.Kind != spec.Kind:
+		return "was a " + p.Kind.String() + " push"
+	case p.Kind == state.Classified && p.Bits != spec.Bits:
+		return fmt.Sprintf("carried bits %#x", p.Bits)
+	case p.Kind == state.Custom && p.Size != len(spec.Payload):
+		return fmt.Sprintf("carried %d bytes", p.Size)
+	case p.Kind == state.Custom && p.Digest != (store.PayloadDigest{}) && p.Digest != store.DigestOf(spec.Payload):
+		return fmt.Sprintf("carried other %d bytes", p.Size)
+	}
+	return ""
 }
 
 func (a *API) bulk(w http.ResponseWriter, r *http.Request) {
@@ -161,6 +199,10 @@ func (a *API) bulk(w http.ResponseWriter, r *http.Request) {
 	}
 	spec, err := a.message(req.Kind, req.Bits, req.Data, req.BinaryData)
 	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := repeatedTarget(req.UUIDs, req.UserIDs); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -225,4 +267,39 @@ func (a *API) bulk(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// repeatedTarget refuses a bulk push that names a client twice (a uuid
+// repeated, in any case, or given both as a uuid and as the user id it
+// derives from) or names an empty user id. Pushing twice would supersede
+// the first push with the second, and quietly dropping one would leave
+// the results out of step with the request: either way the caller's list
+// holds a mistake they should see.
+func repeatedTarget(uuids, userIDs []string) error {
+	first := make(map[wire.UUID]string, len(uuids)+len(userIDs))
+	see := func(u wire.UUID, name string) error {
+		if prev, ok := first[u]; ok {
+			return fmt.Errorf("%s and %s are the same client (uuid %s): name each client once in a bulk push", prev, name, u)
+		}
+		first[u] = name
+		return nil
+	}
+	for i, s := range uuids {
+		u, err := wire.ParseUUID(s)
+		if err != nil {
+			continue // reported in its result
+		}
+		if err := see(u, fmt.Sprintf("uuids[%d] %q", i, s)); err != nil {
+			return err
+		}
+	}
+	for i, s := range userIDs {
+		if s == "" {
+			return fmt.Errorf("userIds[%d] is empty: a user id names a client", i)
+		}
+		if err := see(UserUUID(s), fmt.Sprintf("userIds[%d] %q", i, s)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -185,12 +185,7 @@ func TestPushIdempotency(t *testing.T) {
 	req := api.PushRequest{UUID: u, Kind: api.KindCustom, Data: "once", Key: "order-1"}
 	check("body key",
 		func() (api.Push, response) { return tn.push(req) },
-		func() (api.Push, response) {
-			// Even with another payload, a repeated key is the first push.
-			r2 := req
-			r2.Data = "twice"
-			return tn.push(r2)
-		})
+		func() (api.Push, response) { return tn.push(req) })
 	c, _ := tn.client(u)
 	if pe := pendingOf(t, c, api.KindCustom); string(pe.Data) != "once" {
 		t.Fatalf("a duplicate replaced the payload: %q", pe.Data)
@@ -289,8 +284,26 @@ func TestPushErrorsChangeNothing(t *testing.T) {
 		{"whitespace body", "  \n", nil, []string{"empty"}},
 		{"invalid JSON", `{"uuid": "` + u + `", "kind": `, nil, []string{"not valid JSON"}},
 		{"not an object", `["general"]`, nil, []string{"not valid JSON"}},
-		{"unknown field", `{"uuid":"` + u + `","kind":"general","priority":"high"}`, nil, []string{"unknown field", "priority"}},
+		{"unknown field", `{"uuid":"` + u + `","kind":"general","priority":"high"}`, nil, []string{"unknown field", "priority", "takes uuid, userId, kind, bits, data, binaryData, key"}},
+		{"misspelt field", `{"uuid":"` + u + `","kind":"custom","dat":"x"}`, nil, []string{"unknown field", `"dat"`, "data"}},
 		{"two JSON values", `{"uuid":"` + u + `","kind":"general"} {"uuid":"` + u + `","kind":"general"}`, nil, []string{"more than one JSON value"}},
+		{"text after the object", `{"uuid":"` + u + `","kind":"general"} x`, nil, []string{"more than one JSON value"}},
+		{"a brace too many", `{"uuid":"` + u + `","kind":"general"}}`, nil, []string{"more than one JSON value"}},
+		// A field named twice would keep one value and drop the other.
+		{"data twice", `{"uuid":"` + u + `","kind":"custom","data":"a","data":"b"}`, nil, []string{`"data" appears twice`}},
+		{"uuid twice", `{"uuid":"` + uuidFor("other") + `","uuid":"` + u + `","kind":"general"}`, nil, []string{`"uuid" appears twice`}},
+		{"data and Data", `{"uuid":"` + u + `","kind":"custom","data":"a","Data":"b"}`, nil, []string{`"data" and "Data"`, "same field"}},
+		// Text JSON cannot carry would reach the phone as U+FFFD.
+		{"data not UTF-8", "{\"uuid\":\"" + u + "\",\"kind\":\"custom\",\"data\":\"caf\xe9\"}", nil, []string{"not valid UTF-8", "0xe9", "binaryData"}},
+		{"data with a cut UTF-8 sequence", "{\"uuid\":\"" + u + "\",\"kind\":\"custom\",\"data\":\"\xe4\xbd\"}", nil, []string{"not valid UTF-8"}},
+		{"userId not UTF-8", "{\"userId\":\"\xff10001\",\"kind\":\"general\"}", nil, []string{"not valid UTF-8"}},
+		{"key not UTF-8", "{\"uuid\":\"" + u + "\",\"kind\":\"general\",\"key\":\"k\xc0\"}", nil, []string{"not valid UTF-8"}},
+		{"lone high surrogate", `{"uuid":"` + u + `","kind":"custom","data":"\ud83d"}`, nil, []string{`\ud83d`, "surrogate", "binaryData"}},
+		{"lone low surrogate", `{"uuid":"` + u + `","kind":"custom","data":"a\uDE00b"}`, nil, []string{`\ude00`, "surrogate"}},
+		{"high surrogate before a letter", `{"uuid":"` + u + `","kind":"custom","data":"\ud83d\u0041"}`, nil, []string{"surrogate"}},
+		{"surrogates reversed", `{"uuid":"` + u + `","kind":"custom","data":"\ude00\ud83d"}`, nil, []string{"surrogate"}},
+		{"lone surrogate in userId", `{"userId":"\ud800","kind":"general"}`, nil, []string{"surrogate"}},
+		{"header key not UTF-8", `{"uuid":"` + u + `","kind":"general"}`, []string{api.HeaderIdempotencyKey, "k\xff"}, []string{"Idempotency-Key", "UTF-8"}},
 		{"uuid and userId", `{"uuid":"` + u + `","userId":"10001","kind":"general"}`, nil, []string{"either uuid or userId"}},
 		{"no target", `{"kind":"general"}`, nil, []string{"target is required", "uuid", "userId"}},
 		{"uuid of 31 characters", `{"uuid":"` + u[:31] + `","kind":"general"}`, nil, []string{"uuid", "32 hex", "31"}},
@@ -431,6 +444,18 @@ func TestBulkPush(t *testing.T) {
 		{"custom without data", []byte(`{"uuids":["` + uuidFor("k") + `"],"kind":"custom"}`), []string{"at least one byte"}},
 		{"unknown field", []byte(`{"uuids":["` + uuidFor("k") + `"],"kind":"general","uuid":"x"}`), []string{"unknown field"}},
 		{"empty body", nil, []string{"empty"}},
+		// A client named twice would get two pushes, the first superseded.
+		{"uuid twice", mustJSON(t, api.BulkPushRequest{Kind: api.KindGeneral, UUIDs: []string{uuidFor("k"), uuidFor("k2"), uuidFor("k")}}),
+			[]string{`uuids[0] "` + uuidFor("k") + `"`, `uuids[2] "` + uuidFor("k") + `"`, "same client", "once"}},
+		{"uuid twice in two cases", mustJSON(t, api.BulkPushRequest{Kind: api.KindGeneral, UUIDs: []string{uuidFor("k"), strings.ToUpper(uuidFor("k"))}}),
+			[]string{"uuids[0]", "uuids[1]", "same client"}},
+		{"a uuid and the user id it derives from", mustJSON(t, api.BulkPushRequest{Kind: api.KindGeneral, UUIDs: []string{md5Hex("k-user")}, UserIDs: []string{"k-user"}}),
+			[]string{"uuids[0]", `userIds[0] "k-user"`, md5Hex("k-user"), "same client"}},
+		{"user id twice", mustJSON(t, api.BulkPushRequest{Kind: api.KindCustom, Data: "x", UserIDs: []string{"k-user", "k-other", "k-user"}}),
+			[]string{"userIds[0]", "userIds[2]", "same client"}},
+		{"empty user id", mustJSON(t, api.BulkPushRequest{Kind: api.KindGeneral, UserIDs: []string{"k-user", ""}}), []string{"userIds[1] is empty"}},
+		{"user id not UTF-8", []byte("{\"userIds\":[\"k-\xff\"],\"kind\":\"general\"}"), []string{"not valid UTF-8"}},
+		{"data with a lone surrogate", []byte(`{"userIds":["k-user"],"kind":"custom","data":"\udbff"}`), []string{"surrogate"}},
 	} {
 		before := tn.counters()
 		r := tn.call(http.MethodPost, api.PathPushesBulk, tc.body)
@@ -440,8 +465,10 @@ func TestBulkPush(t *testing.T) {
 	if _, ok := tn.client(uuidFor("many0")); ok {
 		t.Fatal("a refused bulk push created a record")
 	}
-	if _, ok := tn.client(uuidFor("k")); ok {
-		t.Fatal("a refused bulk push created a record")
+	for _, u := range []string{uuidFor("k"), uuidFor("k2"), md5Hex("k-user"), md5Hex("k-other")} {
+		if _, ok := tn.client(u); ok {
+			t.Fatalf("a refused bulk push created a record for %s", u)
+		}
 	}
 }
 

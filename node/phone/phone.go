@@ -132,7 +132,7 @@ func (p *Phone) read() {
 		}
 	}
 	if !p.tcp {
-		buf := make([]byte, 70000)
+		buf := make([]byte, wire.ServerHeaderLen+wire.MaxLengthField+1)
 		for {
 			n, err := p.conn.Read(buf)
 			if err != nil {
@@ -144,7 +144,9 @@ func (p *Phone) read() {
 			deliver(buf[:n])
 		}
 	}
-	r := bufio.NewReader(p.conn)
+	// Room for the longest server message the length field allows: a
+	// smaller buffer cannot hold a long custom message whole.
+	r := bufio.NewReaderSize(p.conn, wire.ServerHeaderLen+wire.MaxLengthField)
 	for {
 		hdr, err := r.Peek(wire.ServerHeaderLen)
 		if err != nil {

@@ -101,7 +101,7 @@ func (l *PushListener) Close() error { return l.Shutdown(context.Background()) }
 func (l *PushListener) serveConn(nc *tcpaccept.Conn) {
 	defer nc.Close()
 	max := l.core.MaxContentLen()
-	r := bufio.NewReaderSize(nc, wire.PushHeaderLen+max)
+	r := bufio.NewReaderSize(nc, wire.MaxPushFrameLen(max))
 	var p wire.PushRequest
 	answer := []byte{0}
 	// A read failing because the listener drains is a shutdown, not a
@@ -150,8 +150,13 @@ func (l *PushListener) handle(frame []byte, p *wire.PushRequest) byte {
 		l.st.Push(stats.FromPushPort, state.KindOfCmd(frame[2]), stats.PushRejected)
 		return wire.PushRejected
 	}
-	spec := core.PushSpec{UUID: p.UUID, Kind: state.KindOfCmd(p.Cmd), Bits: p.Mask()}
-	if spec.Kind == state.Custom {
+	// Each kind takes only its own field from the body: an 8-byte custom
+	// payload is data, never bits.
+	spec := core.PushSpec{UUID: p.UUID, Kind: state.KindOfCmd(p.Cmd)}
+	switch spec.Kind {
+	case state.Classified:
+		spec.Bits = p.Mask()
+	case state.Custom:
 		spec.Payload = append([]byte(nil), p.Body...)
 	}
 	if _, err := l.core.Push(l.ctx, spec); err != nil {

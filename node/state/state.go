@@ -1,4 +1,4 @@
-// Package state is the per-client state machine of PROTOCOL.md section 4:
+// Package state is the per-client state machine of docs/protocol.md section 5:
 // one Record per uuid holding only the latest message of each kind, what a
 // heartbeat, an ack and a push do to it, and which delivery events follow.
 // It is pure: no clock, no I/O, no locks. Callers pass the time in and

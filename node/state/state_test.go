@@ -14,7 +14,7 @@ import (
 const (
 	t0     = int64(1_700_000_000_000_000_000) // an arbitrary unix-ns instant
 	second = int64(1_000_000_000)
-	window = 60 * second // PROTOCOL.md: UDP-online if the last heartbeat is < 60 s old
+	window = 60 * second // docs/protocol.md section 5: UDP-online if the last heartbeat is < 60 s old
 )
 
 var (

@@ -162,10 +162,26 @@ type Push struct {
 	AcceptedAt int64
 	SentAt     int64
 	DoneAt     int64 // when it reached a terminal fate
+	// Digest identifies the payload of a custom push made with a key, so
+	// that a key reused for different content can be told from a retry.
+	// It is kept only for pushes with a key; zero otherwise.
+	Digest PayloadDigest
 }
 
+// Stored forms of a push: 1 without a digest, 2 with the digest after the
+// key. A push without a key is written in form 1, which every version
+// reads.
+const (
+	pushForm1 = 1
+	pushForm2 = 2
+)
+
 func (p *Push) appendBinary(dst []byte) []byte {
-	dst = append(dst, 1)
+	form := byte(pushForm1)
+	if p.Key != "" {
+		form = pushForm2
+	}
+	dst = append(dst, form)
 	dst = append(dst, p.UUID[:]...)
 	dst = append(dst, byte(p.Kind), byte(p.Fate))
 	dst = binary.AppendUvarint(dst, uint64(p.Size))
@@ -174,14 +190,22 @@ func (p *Push) appendBinary(dst []byte) []byte {
 	dst = binary.AppendVarint(dst, p.SentAt)
 	dst = binary.AppendVarint(dst, p.DoneAt)
 	dst = binary.AppendUvarint(dst, uint64(len(p.Key)))
-	return append(dst, p.Key...)
+	dst = append(dst, p.Key...)
+	if form == pushForm2 {
+		dst = append(dst, p.Digest[:]...)
+	}
+	return dst
 }
 
 var errCorrupt = errors.New("corrupt entry")
 
 func (p *Push) unmarshal(id uint64, b []byte) error {
-	if len(b) < 1+16+2+1+8 || b[0] != 1 {
+	if len(b) < 1+16+2+1+8 || (b[0] != pushForm1 && b[0] != pushForm2) {
 		return errCorrupt
+	}
+	tail := 0
+	if b[0] == pushForm2 {
+		tail = len(p.Digest)
 	}
 	p.ID = id
 	copy(p.UUID[:], b[1:17])
@@ -202,10 +226,12 @@ func (p *Push) unmarshal(id uint64, b []byte) error {
 		*f, b = v, b[n:]
 	}
 	kl, n := binary.Uvarint(b)
-	if n <= 0 || uint64(len(b)-n) != kl {
+	if n <= 0 || len(b)-n < tail || uint64(len(b)-n-tail) != kl {
 		return errCorrupt
 	}
-	p.Key = string(b[n:])
+	p.Key = string(b[n : len(b)-tail])
+	p.Digest = PayloadDigest{}
+	copy(p.Digest[:], b[len(b)-tail:])
 	return nil
 }
 
@@ -257,7 +283,7 @@ func decodeEvent(seq uint64, b []byte) (Event, error) {
 	}
 	ev.PushID = id
 	at, m := binary.Varint(b[n:])
-	if m <= 0 {
+	if m <= 0 || n+m != len(b) {
 		return ev, errCorrupt
 	}
 	ev.At = at

@@ -31,6 +31,9 @@ func FuzzDecodeClient(f *testing.F) {
 		if want := ClientBodyLen(m.Cmd); want != len(m.Body) {
 			t.Fatalf("cmd %#x accepted with %d-byte body", m.Cmd, len(m.Body))
 		}
+		if m.Cmd != CmdClassified && m.Mask() != 0 {
+			t.Fatalf("cmd %#x read as mask %#x", m.Cmd, m.Mask())
+		}
 		if out := AppendClient(nil, m.AppID, m.Cmd, m.UUID, m.Body); !bytes.Equal(out, in) {
 			t.Fatalf("re-encoding differs:\n in % x\nout % x", in, out)
 		}
@@ -53,21 +56,32 @@ func FuzzDecodePush(f *testing.F) {
 		f.Add(b, uint16(DefaultMaxContentLen))
 	}
 	f.Add(cat(hdr(1, 3, 0x20, user10001, 3), []byte("abc")), uint16(2))
+	// A 0x11 on a node whose maximum is below 8, and 8-byte custom bodies.
+	f.Add(cat(hdr(1, 3, 0x11, user10001, 8), mask8), uint16(1))
+	f.Add(cat(hdr(1, 3, 0x20, user10001, 8), mask8), uint16(8))
+	f.Add(cat(hdr(1, 3, 0x20, user10001, 8), mask8), uint16(7))
 	f.Fuzz(func(t *testing.T, in []byte, max uint16) {
 		maxContent := int(max)
 		var p PushRequest
 		err := DecodePush(in, maxContent, &p)
-		// Framing and decoding must agree: a frame PushFrameLen cuts to
-		// the whole input is the input.
+		// Framing and decoding must agree, for every command and every
+		// maximum: what DecodePush accepts, PushFrameLen cuts whole and
+		// a reader of MaxPushFrameLen bytes can hold.
 		n, ferr := PushFrameLen(in, maxContent)
-		if err == nil && ferr != nil && p.Cmd == CmdCustom {
-			t.Fatalf("DecodePush accepted what PushFrameLen calls a violation: %v", ferr)
-		}
-		if ferr == nil && n != 0 && n != len(in) && err == nil {
-			t.Fatalf("DecodePush accepted %d bytes, PushFrameLen says %d", len(in), n)
-		}
 		if err != nil {
 			return
+		}
+		if ferr != nil {
+			t.Fatalf("DecodePush accepted cmd %#x (max %d) that PushFrameLen calls a violation: %v", p.Cmd, maxContent, ferr)
+		}
+		if n != len(in) {
+			t.Fatalf("DecodePush accepted %d bytes, PushFrameLen says %d", len(in), n)
+		}
+		if n > MaxPushFrameLen(maxContent) {
+			t.Fatalf("accepted a %d-byte frame, longer than MaxPushFrameLen(%d) = %d", n, maxContent, MaxPushFrameLen(maxContent))
+		}
+		if p.Cmd != CmdClassified && p.Mask() != 0 {
+			t.Fatalf("cmd %#x read as mask %#x", p.Cmd, p.Mask())
 		}
 		switch p.Cmd {
 		case CmdGeneral:
@@ -121,6 +135,8 @@ func FuzzDecodeServer(f *testing.F) {
 			if out := AppendServerMask(nil, m.AppID, m.Mask()); !bytes.Equal(out, in) {
 				t.Fatalf("AppendServerMask differs:\n in % x\nout % x", in, out)
 			}
+		} else if m.Mask() != 0 {
+			t.Fatalf("cmd %#x read as mask %#x", m.Cmd, m.Mask())
 		}
 	})
 }

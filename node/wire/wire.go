@@ -1,7 +1,8 @@
 // Package wire encodes and decodes the DDPush v1 wire protocol: client
 // messages (phone to node, port 9966), server messages (node to phone) and
-// push requests (app server to node, port 9999). It does no I/O and never
-// allocates on the decode path, so the heartbeat path can use it per packet.
+// push requests (app server to node, port 9999), as docs/protocol.md
+// describes them. It does no I/O and never allocates on the decode path,
+// so the heartbeat path can use it per packet.
 package wire
 
 import (
@@ -34,10 +35,20 @@ const (
 	MaxClientBodyLen = MaxClientMessageLen - ClientHeaderLen
 	ServerHeaderLen  = 5
 	PushHeaderLen    = 21
+	// MaskLen is the body of every 0x11 message: a 64-bit mask.
+	MaskLen = 8
 	// DefaultMaxContentLen is the Java server's PUSH_MSG_MAX_CONTENT_LEN.
 	DefaultMaxContentLen = 500
-	// MaxContentLenLimit is what the 16-bit length field can carry.
-	MaxContentLenLimit = 65535
+	// MaxLengthField is the largest body length the 16-bit field holds.
+	MaxLengthField = 65535
+	// MaxUDPPayload is the largest UDP payload over IPv4 (65535 less the
+	// 20-byte IP and 8-byte UDP headers); IPv6 allows a little more.
+	MaxUDPPayload = 65507
+	// MaxContentLenLimit is the largest custom payload a node can promise
+	// to deliver: its server message (5-byte header and payload) must fit
+	// one UDP datagram. Over TCP and on the push port the length field
+	// alone would allow MaxLengthField.
+	MaxContentLenLimit = MaxUDPPayload - ServerHeaderLen
 )
 
 // Push answers on port 9999.
@@ -98,9 +109,11 @@ func unhex(c byte) (byte, bool) {
 	return 0, false
 }
 
-// bodyMask reads an 8-byte body as the 64-bit mask of a 0x11 message.
-func bodyMask(b []byte) uint64 {
-	if len(b) != 8 {
+// bodyMask reads the 64-bit mask of a 0x11 message. Only 0x11 carries a
+// mask: a body of another command is never read as one, whatever its
+// length (an 8-byte 0x20 payload is data, not bits).
+func bodyMask(cmd byte, b []byte) uint64 {
+	if cmd != CmdClassified || len(b) != MaskLen {
 		return 0
 	}
 	return binary.BigEndian.Uint64(b)
@@ -115,8 +128,8 @@ type ClientMessage struct {
 	Body  []byte
 }
 
-// Mask returns the 64-bit mask of a 0x11 ack.
-func (m *ClientMessage) Mask() uint64 { return bodyMask(m.Body) }
+// Mask returns the 64-bit mask of a 0x11 ack, and 0 for any other command.
+func (m *ClientMessage) Mask() uint64 { return bodyMask(m.Cmd, m.Body) }
 
 // Reasons a message is dropped; they double as metric labels.
 var (
@@ -210,8 +223,9 @@ type ServerMessage struct {
 	Body  []byte
 }
 
-// Mask returns the 64-bit mask of a 0x11 notice.
-func (m *ServerMessage) Mask() uint64 { return bodyMask(m.Body) }
+// Mask returns the 64-bit mask of a 0x11 notice, and 0 for any other
+// command.
+func (m *ServerMessage) Mask() uint64 { return bodyMask(m.Cmd, m.Body) }
 
 // DecodeServer decodes one server message that fills b exactly. It applies
 // the checks a DDPush client applies: a 0x20 must carry a payload, a 0x11
@@ -266,18 +280,36 @@ type PushRequest struct {
 	Body  []byte
 }
 
-// Mask returns the bits of a 0x11 push.
-func (p *PushRequest) Mask() uint64 { return bodyMask(p.Body) }
+// Mask returns the bits of a 0x11 push, and 0 for any other command.
+func (p *PushRequest) Mask() uint64 { return bodyMask(p.Cmd, p.Body) }
+
+// pushBodyLimit is the largest body a push request of cmd may declare
+// before the stream counts as out of sync. maxContent bounds custom
+// payloads only: a 0x11 always carries its 8 bytes, even on a node whose
+// maximum content length is smaller.
+func pushBodyLimit(cmd byte, maxContent int) int {
+	if cmd == CmdClassified {
+		return max(maxContent, MaskLen)
+	}
+	return maxContent
+}
+
+// MaxPushFrameLen is the longest push request a node with maxContent
+// reads: what a reader of the push port must be able to buffer.
+func MaxPushFrameLen(maxContent int) int {
+	return PushHeaderLen + max(maxContent, MaskLen)
+}
 
 // PushFrameLen reports, from the first bytes of a 9999 stream, how long the
-// next push request is. A declared body above maxContent is a violation:
-// the Java server closes the connection without answering, and so do we.
+// next push request is. A declared body above maxContent (above 8 for a
+// 0x11) is a violation: the Java server closes the connection without
+// answering, and so do we.
 func PushFrameLen(b []byte, maxContent int) (int, error) {
 	if len(b) < PushHeaderLen {
 		return 0, nil
 	}
 	n := int(binary.BigEndian.Uint16(b[19:21]))
-	if n > maxContent {
+	if n > pushBodyLimit(b[2], maxContent) {
 		return 0, ErrBodyTooLong
 	}
 	return PushHeaderLen + n, nil
@@ -303,7 +335,7 @@ func DecodePush(b []byte, maxContent int, p *PushRequest) error {
 			return ErrBodyForCmd
 		}
 	case CmdClassified:
-		if n != 8 {
+		if n != MaskLen {
 			return ErrBodyForCmd
 		}
 	case CmdCustom:

@@ -40,7 +40,7 @@ func cat(parts ...[]byte) []byte {
 var (
 	mask8 = []byte{0x80, 0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07}
 	// validClient holds one valid client message of every cmd of
-	// PROTOCOL.md section 1.
+	// docs/protocol.md section 2.
 	validClient = map[string][]byte{
 		"heartbeat":      hdr(1, 7, 0x00, seqUUID, 0),
 		"ack general":    hdr(1, 7, 0x10, seqUUID, 0),
@@ -154,7 +154,7 @@ func TestDecodeClientBodyAliasesInput(t *testing.T) {
 
 func TestClientMaskNeedsEightBytes(t *testing.T) {
 	for _, n := range []int{0, 7, 9} {
-		m := ClientMessage{Body: make([]byte, n)}
+		m := ClientMessage{Cmd: CmdClassified, Body: make([]byte, n)}
 		for i := range m.Body {
 			m.Body[i] = 0xff
 		}
@@ -419,8 +419,14 @@ func TestPushFrameLen(t *testing.T) {
 		{"general", hdr(1, 1, 0x10, seqUUID, 0), 500, 21, nil},
 		{"custom at the max", hdr(1, 1, 0x20, seqUUID, 500), 500, 521, nil},
 		{"custom one over the max", hdr(1, 1, 0x20, seqUUID, 501), 500, 0, ErrBodyTooLong},
-		{"custom 0xffff with max 0xffff", hdr(1, 1, 0x20, seqUUID, 0xffff), MaxContentLenLimit, 21 + 0xffff, nil},
+		{"custom 0xffff with max 0xffff", hdr(1, 1, 0x20, seqUUID, 0xffff), MaxLengthField, 21 + 0xffff, nil},
 		{"small max", hdr(1, 1, 0x20, seqUUID, 11), 10, 0, ErrBodyTooLong},
+		// The maximum bounds custom payloads; a 0x11 always has its 8.
+		{"classified with max 1", hdr(1, 1, 0x11, seqUUID, 8), 1, 29, nil},
+		{"classified with max 7", hdr(1, 1, 0x11, seqUUID, 8), 7, 29, nil},
+		{"classified declaring 9 with max 7", hdr(1, 1, 0x11, seqUUID, 9), 7, 0, ErrBodyTooLong},
+		{"custom of 8 with max 7", hdr(1, 1, 0x20, seqUUID, 8), 7, 0, ErrBodyTooLong},
+		{"general declaring 8 with max 7", hdr(1, 1, 0x10, seqUUID, 8), 7, 0, ErrBodyTooLong},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
