@@ -139,11 +139,14 @@ type BulkResult struct {
 	Error  string `json:"error,omitempty"`
 }
 
-// BulkPushResponse answers POST /v1/pushes/bulk.
+// BulkPushResponse answers POST /v1/pushes/bulk: 200 when any target
+// was accepted, 503 when the node could make none of them durable.
 type BulkPushResponse struct {
 	Accepted int          `json:"accepted"`
 	Rejected int          `json:"rejected"`
 	Results  []BulkResult `json:"results"`
+	// Error says why, when no target was accepted.
+	Error string `json:"error,omitempty"`
 }
 
 // Pending is one message waiting for a client's ack.
@@ -200,6 +203,11 @@ type Status struct {
 	StartedAt      time.Time         `json:"startedAt"`
 	HeartbeatRule  string            `json:"heartbeatPolicy"`
 	ExpiryAgeHours float64           `json:"expiryAgeHours"`
+	// Ready is what /readyz says: false while stopping or while the
+	// store's commits fail.
+	Ready bool `json:"ready"`
+	// StoreError is why the store's commits fail, while they do.
+	StoreError string `json:"storeError,omitempty"`
 }
 
 // ExpireRequest is the body of POST /v1/expire: remove records whose last
