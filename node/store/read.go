@@ -95,4 +95,3 @@ func (s *Store) FirstEventSeq() uint64 {
 	})
 	return seq
 }
-

@@ -128,4 +128,3 @@ func decodeEvent(seq uint64, b []byte) (Event, error) {
 	ev.At = at
 	return ev, nil
 }
-

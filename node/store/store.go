@@ -348,4 +348,3 @@ func (s *Store) releaseMapped() {
 		return nil
 	})
 }
-

@@ -14,7 +14,7 @@ import (
 
 func u(b byte) wire.UUID { return wire.UUID{b, 1, 2, 3} }
 
-func openT(t *testing.T, dir string) *Store {
+func openT(t testing.TB, dir string) *Store {
 	t.Helper()
 	s, err := Open(dir, Options{})
 	if err != nil {

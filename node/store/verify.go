@@ -171,7 +171,7 @@ func readMeta(f *os.File, size int64) (meta, error) {
 		return m, damage(fmt.Sprintf("its header gives an impossible page size of %d bytes", m.pageSize))
 	}
 	if size < 2*int64(m.pageSize) {
-		return m, damage(fmt.Sprintf("the file is truncated inside its header: it is %d bytes, shorter than its two header pages of %d bytes", size, m.pageSize))
+		return m, damage(fmt.Sprintf("the file is truncated inside its header: it is %d bytes, shorter than its two header pages (%d bytes)", size, 2*m.pageSize))
 	}
 	return m, nil
 }
