@@ -238,8 +238,10 @@ type Events struct {
 	// Next is the cursor for the following call (the last seq returned,
 	// or the one given when nothing came).
 	Next uint64 `json:"next"`
-	// Gap is true when events after the given cursor were already trimmed:
-	// the follower missed some and should look up what it waits for.
+	// Gap is true when events after the given cursor were already
+	// trimmed, or when the cursor is past the end of the node's log (its
+	// store was replaced, and Next is the log's end): either way the
+	// follower missed some and should look up what it waits for.
 	Gap bool `json:"gap,omitempty"`
 }
 

@@ -49,8 +49,9 @@ type ClientTable struct {
 	shards [shardCount]shard
 	// released is closed when the stage holding records ends.
 	released atomic.Pointer[chan struct{}]
-	// HeldWait bounds how long a client message waits for a held record.
+	// heldWait bounds how long a client message waits for a held record.
 	heldWait time.Duration
+	waiting  atomic.Int32 // client messages waiting for a held record
 }
 
 // DefaultHeldWait is how long a heartbeat or an ack waits for a record
@@ -171,9 +172,12 @@ func (t *ClientTable) lockFree(u *wire.UUID) (*shard, *state.Record, bool) {
 			defer tm.Stop()
 			timeout = tm.C
 		}
+		t.waiting.Add(1)
 		select {
 		case <-released:
+			t.waiting.Add(-1)
 		case <-timeout:
+			t.waiting.Add(-1)
 			return s, nil, false
 		}
 	}
