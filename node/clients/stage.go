@@ -192,7 +192,7 @@ func (st *Stage) Abort() {
 }
 
 func (st *Stage) end(s *shard) {
-	s.staged = nil
+	clear(s.staged) // kept for the next stage: one map per shard, not per commit
 	clear(s.expiring)
 	s.expiring = s.expiring[:0]
 }

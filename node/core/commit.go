@@ -41,6 +41,7 @@ type committer struct {
 	logEvs  []state.Event
 	evs     []store.Event
 	pushes  []store.Push
+	pushOps []*op // the push ops of the commit, by id (lastID+1, +2, ...)
 	sends   []delivery
 	msgs    []byte
 	ackObs  []float64
@@ -208,6 +209,8 @@ func (c *Core) commit(w *committer, ops []*op) error {
 	stage := c.table.Begin()
 	lastID := c.nextID.Load()
 	w.pushes, w.sends, w.msgs = w.pushes[:0], w.sends[:0], w.msgs[:0]
+	clear(w.pushOps)
+	w.pushOps = w.pushOps[:0]
 	// Pushes first: a stage takes no push after an expiry.
 	for _, o := range ops {
 		if o.expire {
@@ -218,6 +221,14 @@ func (c *Core) commit(w *committer, ops []*op) error {
 	for _, o := range ops {
 		if o.expire {
 			o.n = stage.Expire(now.UnixNano(), now.Add(-o.age).UnixNano())
+		}
+	}
+	// A push is answered with the fate it is committed with: a later op
+	// of the same commit may have moved it on (a newer push of the same
+	// kind, an expiry).
+	for _, e := range stage.Events() {
+		if e.PushID > lastID && e.PushID-lastID <= uint64(len(w.pushOps)) {
+			w.pushOps[e.PushID-lastID-1].res.Fate = e.Fate
 		}
 	}
 
@@ -307,6 +318,7 @@ func (c *Core) stagePush(w *committer, stage *clients.Stage, now time.Time, o *o
 		sp.Size = 8
 	}
 	w.pushes = append(w.pushes, sp)
+	w.pushOps = append(w.pushOps, o)
 	o.res = PushResult{ID: id, UUID: p.UUID, Kind: p.Kind, Fate: fate, AcceptedAt: now}
 }
 

@@ -394,3 +394,27 @@ func nodetestEventually(t *testing.T, check func() error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestFateAnsweredIsTheFateCommitted: two pushes of one kind to one
+// client in the same commit: the first is answered superseded, as it is
+// stored, not queued as it was for a moment before the second.
+func TestFateAnsweredIsTheFateCommitted(t *testing.T) {
+	c, err := Open(t.TempDir(), Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.store.Close()
+	ops := []*op{
+		{push: PushSpec{UUID: uid(1), Kind: state.Custom, Payload: []byte("first")}},
+		{push: PushSpec{UUID: uid(1), Kind: state.Custom, Payload: []byte("second")}},
+	}
+	if err := c.commit(&committer{}, ops); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []state.Fate{state.Superseded, state.Queued} {
+		stored, _, err := c.GetPush(ops[i].res.ID)
+		if err != nil || ops[i].res.Fate != want || stored.Fate != want {
+			t.Fatalf("push %d: answered %v, stored %v (%v), want %v", i, ops[i].res.Fate, stored.Fate, err, want)
+		}
+	}
+}
