@@ -139,11 +139,14 @@ type BulkResult struct {
 	Error  string `json:"error,omitempty"`
 }
 
-// BulkPushResponse answers POST /v1/pushes/bulk.
+// BulkPushResponse answers POST /v1/pushes/bulk: 200 when any target
+// was accepted, 503 when the node could make none of them durable.
 type BulkPushResponse struct {
 	Accepted int          `json:"accepted"`
 	Rejected int          `json:"rejected"`
 	Results  []BulkResult `json:"results"`
+	// Error says why, when no target was accepted.
+	Error string `json:"error,omitempty"`
 }
 
 // Pending is one message waiting for a client's ack.
@@ -200,6 +203,11 @@ type Status struct {
 	StartedAt      time.Time         `json:"startedAt"`
 	HeartbeatRule  string            `json:"heartbeatPolicy"`
 	ExpiryAgeHours float64           `json:"expiryAgeHours"`
+	// Ready is what /readyz says: false while stopping or while the
+	// store's commits fail.
+	Ready bool `json:"ready"`
+	// StoreError is why the store's commits fail, while they do.
+	StoreError string `json:"storeError,omitempty"`
 }
 
 // ExpireRequest is the body of POST /v1/expire: remove records whose last
@@ -230,8 +238,10 @@ type Events struct {
 	// Next is the cursor for the following call (the last seq returned,
 	// or the one given when nothing came).
 	Next uint64 `json:"next"`
-	// Gap is true when events after the given cursor were already trimmed:
-	// the follower missed some and should look up what it waits for.
+	// Gap is true when events after the given cursor were already
+	// trimmed, or when the cursor is past the end of the node's log (its
+	// store was replaced, and Next is the log's end): either way the
+	// follower missed some and should look up what it waits for.
 	Gap bool `json:"gap,omitempty"`
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ddpush/ddpush-operator/node/state"
 	"github.com/ddpush/ddpush-operator/node/wire"
@@ -37,12 +38,28 @@ type Config struct {
 }
 
 // ClientTable is the set of client records.
+//
+// Pushes and expiry change it only through a Stage, which the store
+// commits before the table shows the change: what a phone or a reader
+// sees of them is always durable. Heartbeats and acks change it
+// directly; what they change is written back later.
 type ClientTable struct {
 	cfg    Config
 	sink   EventSink
 	count  atomic.Int64
 	shards [shardCount]shard
+	// released is closed when the stage holding records ends.
+	released atomic.Pointer[chan struct{}]
+	// heldWait bounds how long a client message waits for a held record.
+	heldWait time.Duration
+	waiting  atomic.Int32 // client messages waiting for a held record
 }
+
+// DefaultHeldWait is how long a heartbeat or an ack waits for a record
+// whose change is being committed. A commit takes milliseconds; a commit
+// stuck longer (a failing disk) must not stall the listeners, so the
+// message is dropped and the phone repeats it.
+const DefaultHeldWait = time.Second
 
 type shard struct {
 	mu    sync.Mutex
@@ -50,13 +67,18 @@ type shard struct {
 	recs  []state.Record
 	free  []uint32
 	dirty []uint32
-	gone  []wire.UUID // removed since the last flush
 	evs   []state.Event
+	// What the stage being committed does to this shard (see Stage).
+	staged   map[wire.UUID]*stagedRecord
+	expiring []uint32 // live records the stage removes
 }
 
 // New returns an empty table.
 func New(cfg Config, sink EventSink) *ClientTable {
-	t := &ClientTable{cfg: cfg, sink: sink}
+	t := &ClientTable{cfg: cfg, sink: sink, heldWait: DefaultHeldWait}
+	closed := make(chan struct{})
+	close(closed)
+	t.released.Store(&closed)
 	for i := range t.shards {
 		t.shards[i].idx = make(map[wire.UUID]uint32)
 	}
@@ -122,9 +144,54 @@ func (s *shard) trackDirty(r *state.Record, wasDirty bool) {
 func (s *shard) remove(r *state.Record) {
 	i := s.idx[r.UUID]
 	delete(s.idx, r.UUID)
-	s.gone = append(s.gone, r.UUID)
 	*r = state.Record{}
 	s.free = append(s.free, i)
+}
+
+// held reports whether a stage holds u, whose live record is r (nil when
+// it has none).
+func (s *shard) held(u *wire.UUID, r *state.Record) bool {
+	if r != nil {
+		return r.Flags&state.FlagHeld != 0
+	}
+	if len(s.staged) == 0 {
+		return false
+	}
+	_, ok := s.staged[*u]
+	return ok
+}
+
+// lockFree locks u's shard once no stage holds u and returns its live
+// record (nil if none). It gives up, unlocked, after the table's held
+// wait.
+func (t *ClientTable) lockFree(u *wire.UUID) (*shard, *state.Record, bool) {
+	s := t.shard(u)
+	var timeout <-chan time.Time
+	for {
+		s.mu.Lock()
+		r := s.lookup(u)
+		if !s.held(u, r) {
+			return s, r, true
+		}
+		// The stage closes this channel only after releasing every
+		// record, under the shard locks: the one read here is the one
+		// that holds u.
+		released := *t.released.Load()
+		s.mu.Unlock()
+		if timeout == nil {
+			tm := time.NewTimer(t.heldWait)
+			defer tm.Stop()
+			timeout = tm.C
+		}
+		t.waiting.Add(1)
+		select {
+		case <-released:
+			t.waiting.Add(-1)
+		case <-timeout:
+			t.waiting.Add(-1)
+			return s, nil, false
+		}
+	}
 }
 
 func (t *ClientTable) emit(s *shard) {
@@ -143,16 +210,18 @@ const (
 	HeartbeatCreated                        // created a record
 	HeartbeatUnknown                        // dropped: unknown uuid and creation disabled
 	HeartbeatCapped                         // dropped: unknown uuid and the record cap is reached
+	HeartbeatBusy                           // dropped: a commit held the record for too long
 )
 
 // Heartbeat applies a heartbeat and appends the answer (server messages
 // with appID) to out. It allocates nothing for a known uuid.
 func (t *ClientTable) Heartbeat(now int64, u wire.UUID, tr state.Transport, from netip.AddrPort, conn any, appID byte, out []byte) ([]byte, HeartbeatResult) {
-	s := t.shard(&u)
-	s.mu.Lock()
+	s, r, ok := t.lockFree(&u)
+	if !ok {
+		return out, HeartbeatBusy
+	}
 	defer s.mu.Unlock()
 	res := HeartbeatKnown
-	r := s.lookup(&u)
 	if r == nil {
 		if !t.cfg.CreateByHeartbeat {
 			return out, HeartbeatUnknown
@@ -174,24 +243,25 @@ func (t *ClientTable) Heartbeat(now int64, u wire.UUID, tr state.Transport, from
 
 // Ack applies a client's ack. Acks from unknown uuids are ignored. Over
 // TCP, conn is attached as the client's connection, as any message on it
-// proves the connection is the client's.
-func (t *ClientTable) Ack(now int64, u wire.UUID, cmd byte, mask uint64, conn any) bool {
-	s := t.shard(&u)
-	s.mu.Lock()
+// proves the connection is the client's. It reports false, having done
+// nothing, when a commit held the record for too long.
+func (t *ClientTable) Ack(now int64, u wire.UUID, cmd byte, mask uint64, conn any) (changed, ok bool) {
+	s, r, ok := t.lockFree(&u)
+	if !ok {
+		return false, false
+	}
 	defer s.mu.Unlock()
-	r := s.lookup(&u)
 	if r == nil {
-		return false
+		return false, true
 	}
 	if conn != nil {
 		r.SetConn(conn)
 	}
 	was := r.Flags&state.FlagDirty != 0
-	var changed bool
 	s.evs, changed = r.Ack(now, cmd, mask, s.evs)
 	s.trackDirty(r, was)
 	t.emit(s)
-	return changed
+	return changed, true
 }
 
 // Delivery is what an accepted push sends at once to an online client.
@@ -204,39 +274,9 @@ type Delivery struct {
 	SendUDP bool
 }
 
-// Push applies an accepted push. It always succeeds: pushes create
-// records even past the cap. The returned delivery is empty when the
-// client is offline.
-func (t *ClientTable) Push(now int64, u wire.UUID, id uint64, kind state.Kind, bits uint64, payload []byte, out []byte) Delivery {
-	s := t.shard(&u)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	r := s.lookup(&u)
-	if r == nil {
-		r = s.insert(&u)
-		r.LastSeen = now
-		t.count.Add(1)
-	}
-	was := r.Flags&state.FlagDirty != 0
-	rep, udp, tcp, evs := r.Push(now, t.cfg.OnlineWindow, id, kind, bits, payload, s.evs)
-	s.evs = evs
-	s.trackDirty(r, was)
-	t.emit(s)
-	var d Delivery
-	if udp || tcp {
-		d.Msg = rep.Append(out, 0)
-		if udp {
-			d.UDP, _ = r.Addr()
-			d.SendUDP = true
-		}
-		if tcp {
-			d.Conn = r.Conn()
-		}
-	}
-	return d
-}
-
-// DetachConn forgets conn as u's connection, if it still is.
+// DetachConn forgets conn as u's connection, if it still is. It does not
+// wait for a held record: the connection is not part of what a stage
+// commits, and releasing the stage keeps the live record's connection.
 func (t *ClientTable) DetachConn(u wire.UUID, conn any) {
 	s := t.shard(&u)
 	s.mu.Lock()
@@ -293,30 +333,6 @@ func (t *ClientTable) Online(now int64) int64 {
 	return n
 }
 
-// Expire removes the records whose last activity is before cutoff and
-// reports how many it removed. Their pending pushes become Expired. A
-// client with a live TCP connection is kept: it is demonstrably there.
-func (t *ClientTable) Expire(now, cutoff int64) int {
-	removed := 0
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.Lock()
-		for j := range s.recs {
-			r := &s.recs[j]
-			if r.Flags&state.FlagInUse == 0 || r.LastSeen >= cutoff || r.Conn() != nil {
-				continue
-			}
-			s.evs = r.Expire(now, s.evs)
-			s.remove(r)
-			removed++
-		}
-		t.emit(s)
-		s.mu.Unlock()
-	}
-	t.count.Add(int64(-removed))
-	return removed
-}
-
 // Load puts a record read from the store into the table. It is meant for
 // start-up, before any traffic.
 func (t *ClientTable) Load(u wire.UUID, data []byte) error {
@@ -330,7 +346,6 @@ func (t *ClientTable) Load(u wire.UUID, data []byte) error {
 	}
 	if err := r.UnmarshalBinary(data); err != nil {
 		s.remove(r)
-		s.gone = s.gone[:len(s.gone)-1]
 		t.count.Add(-1)
 		return err
 	}
@@ -354,9 +369,10 @@ func (c *Changes) Reset() {
 	c.Gone = c.Gone[:0]
 }
 
-// CollectChanges appends to c every record changed since the last call and
-// every uuid removed, and marks them clean. If writing them fails, the
-// caller hands them back with Redo.
+// CollectChanges appends to c every record changed since the last call,
+// and marks them clean, with what the stage being committed (if any)
+// writes and removes. If writing them fails, the caller hands them back
+// with Redo.
 func (t *ClientTable) CollectChanges(c *Changes) {
 	type span struct{ off, end int }
 	var spans []span
@@ -369,14 +385,30 @@ func (t *ClientTable) CollectChanges(c *Changes) {
 				continue
 			}
 			r.Flags &^= state.FlagDirty
+			if _, ok := s.staged[r.UUID]; ok {
+				continue // the staged record, written below, includes this change
+			}
 			off := len(c.Buf)
 			c.Buf = r.AppendBinary(c.Buf)
 			c.Keys = append(c.Keys, r.UUID)
 			spans = append(spans, span{off, len(c.Buf)})
 		}
 		s.dirty = s.dirty[:0]
-		c.Gone = append(c.Gone, s.gone...)
-		s.gone = s.gone[:0]
+		for u, sr := range s.staged {
+			if sr.gone {
+				if sr.live {
+					c.Gone = append(c.Gone, u)
+				}
+				continue
+			}
+			off := len(c.Buf)
+			c.Buf = sr.rec.AppendBinary(c.Buf)
+			c.Keys = append(c.Keys, u)
+			spans = append(spans, span{off, len(c.Buf)})
+		}
+		for _, j := range s.expiring {
+			c.Gone = append(c.Gone, s.recs[j].UUID)
+		}
 		s.mu.Unlock()
 	}
 	// Slices into Buf are cut only now: appends may have moved it.
@@ -385,22 +417,15 @@ func (t *ClientTable) CollectChanges(c *Changes) {
 	}
 }
 
-// Redo marks the records of a failed write dirty again so that the next
-// collection retries them.
+// Redo marks the live records of a failed write dirty again so that the
+// next collection retries them. Call it after aborting the stage: what
+// the stage wrote is not retried, only what heartbeats and acks changed.
 func (t *ClientTable) Redo(c *Changes) {
 	for _, u := range c.Keys {
 		s := t.shard(&u)
 		s.mu.Lock()
 		if r := s.lookup(&u); r != nil {
 			s.markDirty(r)
-		}
-		s.mu.Unlock()
-	}
-	for _, u := range c.Gone {
-		s := t.shard(&u)
-		s.mu.Lock()
-		if s.lookup(&u) == nil {
-			s.gone = append(s.gone, u)
 		}
 		s.mu.Unlock()
 	}

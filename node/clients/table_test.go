@@ -72,7 +72,7 @@ func TestLookupAllocatesNothing(t *testing.T) {
 func TestChangesAreCollectedOnceAndRedone(t *testing.T) {
 	tbl, sink := newTable(Config{CreateByHeartbeat: true})
 	tbl.Heartbeat(1, uuid(1), state.UDP, addr, nil, 1, nil)
-	tbl.Push(2, uuid(2), 7, state.Custom, 0, []byte("p"), nil)
+	tbl.Heartbeat(2, uuid(2), state.UDP, addr, nil, 1, nil)
 	var c Changes
 	tbl.CollectChanges(&c)
 	if len(c.Keys) != 2 || len(c.Values) != 2 {
@@ -98,31 +98,51 @@ func TestChangesAreCollectedOnceAndRedone(t *testing.T) {
 	if len(c.Keys) != 1 || c.Keys[0] != uuid(1) {
 		t.Fatalf("after redo: %v", c.Keys)
 	}
-	if len(sink.evs) != 1 || sink.evs[0].Fate != state.Queued || sink.evs[0].PushID != 7 {
-		t.Fatalf("events %+v", sink.evs)
+	if len(sink.evs) != 0 {
+		t.Fatalf("heartbeats without pushes made events %+v", sink.evs)
 	}
 }
 
+// push stages and releases one push, as a successful commit does.
+func push(tbl *ClientTable, now int64, u wire.UUID, id uint64, kind state.Kind, bits uint64, payload []byte) (state.Fate, Delivery, []state.Event) {
+	st := tbl.Begin()
+	fate, d := st.Push(now, u, id, kind, bits, payload, nil)
+	var c Changes
+	tbl.CollectChanges(&c)
+	st.Release()
+	return fate, d, st.Events()
+}
+
 func TestExpireRemovesAndReportsGone(t *testing.T) {
-	tbl, sink := newTable(Config{CreateByHeartbeat: true})
-	tbl.Push(10, uuid(1), 1, state.General, 0, nil, nil)
+	tbl, _ := newTable(Config{CreateByHeartbeat: true})
+	push(tbl, 10, uuid(1), 1, state.General, 0, nil)
 	tbl.Heartbeat(100, uuid(2), state.UDP, addr, nil, 1, nil)
 	conn := new(int)
 	tbl.Heartbeat(10, uuid(3), state.TCP, netip.AddrPort{}, conn, 1, nil)
-	if n := tbl.Expire(200, 50); n != 1 {
+	var c Changes
+	tbl.CollectChanges(&c)
+	st := tbl.Begin()
+	if n := st.Expire(200, 50); n != 1 {
 		t.Fatalf("expired %d, want 1 (the TCP client stays, the recent one stays)", n)
 	}
-	if tbl.Len() != 2 {
-		t.Fatalf("len %d", tbl.Len())
-	}
-	var c Changes
+	c.Reset()
 	tbl.CollectChanges(&c)
 	if len(c.Gone) != 1 || c.Gone[0] != uuid(1) {
 		t.Fatalf("gone %v", c.Gone)
 	}
-	last := sink.evs[len(sink.evs)-1]
-	if last.Fate != state.Expired || last.PushID != 1 {
-		t.Fatalf("last event %+v", last)
+	evs := st.Events()
+	if len(evs) != 1 || evs[0].Fate != state.Expired || evs[0].PushID != 1 {
+		t.Fatalf("events %+v", evs)
+	}
+	if _, ok := tbl.Get(200, uuid(1)); !ok {
+		t.Fatal("expired record gone before its removal is committed")
+	}
+	st.Release()
+	if tbl.Len() != 2 {
+		t.Fatalf("len %d", tbl.Len())
+	}
+	if _, ok := tbl.Get(200, uuid(1)); ok {
+		t.Fatal("expired record still there after release")
 	}
 	// The slot is reused and the new record starts clean.
 	tbl.Heartbeat(300, uuid(4), state.UDP, addr, nil, 1, nil)

@@ -8,14 +8,17 @@ import (
 	"github.com/ddpush/ddpush-operator/node/store"
 )
 
-// eventLog numbers delivery events and holds them, with the pushes they
-// belong to, until a commit makes them durable. Followers only ever see
-// durable events, so nothing they read can be undone by a crash.
+// eventLog holds the delivery events that heartbeats and acks produce
+// until a commit takes them, numbers what a commit writes, and tells
+// followers how far the durable log goes. Events are numbered only when
+// a commit takes them, and the numbers of a failed commit are handed out
+// again, so the durable log has no holes and followers only ever see
+// what a commit made durable.
 type eventLog struct {
-	mu      sync.Mutex
-	nextSeq uint64
-	evs     []store.Event
-	pushes  []store.Push
+	mu  sync.Mutex
+	evs []state.Event
+
+	nextSeq uint64 // next number to hand out; the committer's alone
 
 	durable atomic.Uint64 // last durable sequence number
 	waitMu  sync.Mutex
@@ -31,45 +34,42 @@ func newEventLog(nextSeq uint64) *eventLog {
 // Append implements clients.EventSink.
 func (l *eventLog) Append(evs []state.Event) {
 	l.mu.Lock()
-	for _, e := range evs {
-		l.evs = append(l.evs, store.Event{Seq: l.nextSeq, Event: e})
-		l.nextSeq++
-	}
-	l.mu.Unlock()
-}
-
-// addPush registers a push before its record changes, so that the commit
-// carrying its events always carries the push too.
-func (l *eventLog) addPush(p store.Push) {
-	l.mu.Lock()
-	l.pushes = append(l.pushes, p)
+	l.evs = append(l.evs, evs...)
 	l.mu.Unlock()
 }
 
 func (l *eventLog) pending() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.evs) > 0 || len(l.pushes) > 0
+	return len(l.evs) > 0
 }
 
-// take hands the buffered events and pushes to a commit, giving back the
-// previous buffers for reuse.
-func (l *eventLog) take(evs []store.Event, pushes []store.Push) ([]store.Event, []store.Push, uint64) {
+// take hands the buffered events to a commit, giving back the previous
+// buffer for reuse.
+func (l *eventLog) take(buf []state.Event) []state.Event {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	outE, outP := l.evs, l.pushes
-	clear(evs)
-	clear(pushes)
-	l.evs, l.pushes = evs[:0], pushes[:0]
-	return outE, outP, l.nextSeq
+	out := l.evs
+	clear(buf)
+	l.evs = buf[:0]
+	return out
 }
 
 // giveBack returns what a failed commit took, ahead of anything newer.
-func (l *eventLog) giveBack(evs []store.Event, pushes []store.Push) {
+func (l *eventLog) giveBack(evs []state.Event) {
 	l.mu.Lock()
-	l.evs = append(append([]store.Event(nil), evs...), l.evs...)
-	l.pushes = append(append([]store.Push(nil), pushes...), l.pushes...)
+	l.evs = append(append([]state.Event(nil), evs...), l.evs...)
 	l.mu.Unlock()
+}
+
+// number appends evs to dst with the sequence numbers that follow the
+// last durable one, and returns the number after the last.
+func (l *eventLog) number(dst []store.Event, seq uint64, evs []state.Event) ([]store.Event, uint64) {
+	for _, e := range evs {
+		dst = append(dst, store.Event{Seq: seq, Event: e})
+		seq++
+	}
+	return dst, seq
 }
 
 // publish marks everything up to seq durable and wakes followers.

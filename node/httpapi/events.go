@@ -76,6 +76,14 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		a.sse(ctx, w, after)
 		return
 	}
+	if durable := a.core.DurableSeq(); after > durable {
+		// The cursor is past the end of this node's log: its store was
+		// replaced (moved aside, or restored from an older copy). Waiting
+		// for events after the cursor would miss every new one: say so,
+		// and where the log is now.
+		writeJSON(w, http.StatusOK, api.Events{Events: []api.Event{}, Next: durable, Gap: true})
+		return
+	}
 	// A long poll answers after up to wait.
 	a.extendWrite(w, wait)
 	evs, err := a.core.Events(ctx, after, limit, wait)
@@ -121,6 +129,11 @@ func (a *API) sse(ctx context.Context, w http.ResponseWriter, after uint64) {
 	w.WriteHeader(http.StatusOK)
 	if first := a.core.FirstEventSeq(); first > after+1 {
 		fmt.Fprintf(w, "event: gap\ndata: {\"first\":%d}\n\n", first)
+	} else if durable := a.core.DurableSeq(); after > durable {
+		// The cursor is past the end of the log (see events): restart
+		// the stream at the log's end.
+		fmt.Fprintf(w, "event: gap\ndata: {\"first\":%d}\n\n", durable+1)
+		after = durable
 	}
 	fl.Flush()
 	for ctx.Err() == nil {

@@ -97,6 +97,10 @@ func New(c *core.Core, opt Options) *API {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
 			return
 		}
+		if err := a.core.StoreErr(); err != nil {
+			http.Error(w, "not ready: the store cannot be written: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		io.WriteString(w, "ok\n")
 	})
 	if opt.Registry != nil {
@@ -132,6 +136,10 @@ func (a *API) SetReady(ok bool) {
 	}
 	a.ready.Store(ok)
 }
+
+// Ready reports what /readyz answers: started, not stopping, and the
+// store's commits succeed.
+func (a *API) Ready() bool { return a.ready.Load() && a.core.StoreErr() == nil }
 
 // followContext is the context of a long poll or an event stream: the
 // request's, also cancelled when the API stops being ready.

@@ -130,6 +130,10 @@ func (a *API) Status() api.Status {
 		StartedAt:      c.Started().UTC(),
 		HeartbeatRule:  a.opt.Policy.String(),
 		ExpiryAgeHours: a.opt.ExpiryAge.Hours(),
+		Ready:          a.Ready(),
+	}
+	if err := c.StoreErr(); err != nil {
+		s.StoreError = err.Error()
 	}
 	for f := state.Queued; f <= state.Expired; f++ {
 		s.Deliveries[f.String()] = st.Deliveries[f].Load()
@@ -157,9 +161,9 @@ func (a *API) expire(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	age := time.Duration(*req.OlderThanHours * float64(time.Hour))
-	n := a.core.Expire(age)
-	if err := a.core.Flush(r.Context()); err != nil {
-		writeError(w, http.StatusServiceUnavailable, "expired in memory but not yet durable: "+err.Error())
+	n, err := a.core.Expire(age)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "nothing was removed: "+err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, api.ExpireResponse{Removed: n})

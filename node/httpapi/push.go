@@ -248,9 +248,11 @@ func (a *API) bulk(w http.ResponseWriter, r *http.Request) {
 			ch <- done{j.idx, res, err}
 		}(j)
 	}
+	var refused error
 	for range jobs {
 		d := <-ch
 		if d.err != nil {
+			refused = d.err
 			resp.Results[d.idx].Error = d.err.Error()
 			st.Push(stats.FromHTTP, spec.Kind, stats.PushRejected)
 			continue
@@ -266,7 +268,14 @@ func (a *API) bulk(w http.ResponseWriter, r *http.Request) {
 			resp.Accepted++
 		}
 	}
-	writeJSON(w, http.StatusOK, resp)
+	// Nothing accepted because the node could not make it durable: say
+	// so in the status, as a single push does, not only in the body.
+	code := http.StatusOK
+	if resp.Accepted == 0 && refused != nil {
+		code = http.StatusServiceUnavailable
+		resp.Error = "no target was accepted: the pushes could not be made durable: " + refused.Error()
+	}
+	writeJSON(w, code, resp)
 }
 
 // repeatedTarget refuses a bulk push that names a client twice (a uuid

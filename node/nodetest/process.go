@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -169,4 +170,46 @@ func (p *Process) WaitReady(t testing.TB) {
 		}
 		return nil
 	})
+}
+
+// Exit is how a pushnode process that ran to its end ended.
+type Exit struct {
+	Code   int
+	Stdout string
+	Stderr string
+}
+
+// RunProcess runs the pushnode binary with args until it exits, for at
+// most 30 s, as the user cred names (nil: this process's user).
+func RunProcess(t testing.TB, cred *syscall.Credential, args ...string) Exit {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, Binary(t), args...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("pushnode %q did not exit within 30s\n%s", args, stderr.String())
+	}
+	var ee *exec.ExitError
+	if err != nil && !errors.As(err, &ee) {
+		t.Fatalf("run pushnode %q: %v", args, err)
+	}
+	return Exit{Code: cmd.ProcessState.ExitCode(), Stdout: stdout.String(), Stderr: stderr.String()}
+}
+
+// NodeArgs are the arguments of a node on dataDir with every listener on
+// a free loopback port and JSON logs.
+func NodeArgs(t testing.TB, dataDir string) []string {
+	t.Helper()
+	tokenFile := filepath.Join(filepath.Dir(dataDir), "token")
+	if err := os.WriteFile(tokenFile, []byte(Token), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"--data-dir", dataDir, "--client-addr", "127.0.0.1:0", "--push-addr", "127.0.0.1:0",
+		"--http-addr", "127.0.0.1:0", "--api-token-file", tokenFile, "--log-format", "json", "--rate-limit", "0"}
 }

@@ -162,6 +162,10 @@ const (
 	FlagDirty
 	// FlagInUse marks a slab slot that holds a live record.
 	FlagInUse
+	// FlagHeld marks a record that a commit in progress is changing: the
+	// change becomes visible only once it is durable, and until then
+	// nothing else may change the record.
+	FlagHeld
 )
 
 // Record is one client. It is kept small because a node holds millions:
@@ -239,6 +243,19 @@ func (r *Record) SetConn(c any) {
 		return
 	}
 	r.ext().Conn = c
+}
+
+// Clone returns a copy of r that shares nothing it may mutate with r: the
+// classified list is copied; the custom payload, never mutated in place,
+// is shared.
+func (r *Record) Clone() Record {
+	c := *r
+	if r.Ext != nil {
+		e := *r.Ext
+		e.Classes = append([]ClassPush(nil), r.Ext.Classes...)
+		c.Ext = &e
+	}
+	return c
 }
 
 func (r *Record) ext() *Ext {

@@ -33,6 +33,7 @@ const (
 	DropPushPerSource             // too many push connections from one address
 	DropHTTPConnLimit             // too many HTTP connections
 	DropHTTPPerSource             // too many HTTP connections from one address
+	DropRecordBusy                // a client message waited too long for a record a commit held
 	numDrops
 )
 
@@ -41,6 +42,7 @@ var dropNames = [numDrops]string{
 	"tcp_violation", "tcp_idle", "tcp_slow_frame", "tcp_slow_reader", "tcp_conn_limit",
 	"push_violation", "push_idle", "push_slow_frame", "push_conn_limit", "udp_send_error",
 	"tcp_source_limit", "push_source_limit", "http_conn_limit", "http_source_limit",
+	"record_busy",
 }
 
 func (d Drop) String() string { return dropNames[d] }
@@ -88,6 +90,12 @@ type Stats struct {
 	Pushes     [numSources][4][numResults]atomic.Uint64
 	Deliveries [6]atomic.Uint64 // by state.Fate
 	Commits    atomic.Uint64
+	// CommitFailures counts commits the store refused (a full disk, an
+	// I/O error, a damaged file).
+	CommitFailures atomic.Uint64
+	// DamagedEntries counts stored entries that could not be decoded and
+	// were skipped.
+	DamagedEntries atomic.Uint64
 
 	AckLatency    prometheus.Histogram
 	CommitLatency prometheus.Histogram
@@ -143,6 +151,8 @@ func (s *Stats) Register(reg prometheus.Registerer, g Gauges) error {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pushnode_store_bytes", Help: "Size of the bbolt file."}, g.StoreBytes),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pushnode_event_sequence", Help: "Sequence number of the last durable delivery event."}, g.EventSeq),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pushnode_commits_total", Help: "Store commits."}, func() float64 { return float64(s.Commits.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pushnode_commit_failures_total", Help: "Store commits that failed; what they carried was refused or is retried."}, func() float64 { return float64(s.CommitFailures.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pushnode_store_damaged_entries_total", Help: "Stored entries that could not be decoded and were skipped (see pushnode check)."}, func() float64 { return float64(s.DamagedEntries.Load()) }),
 	}
 	for t := range numTransports {
 		cs = append(cs,

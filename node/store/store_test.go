@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,9 +14,9 @@ import (
 
 func u(b byte) wire.UUID { return wire.UUID{b, 1, 2, 3} }
 
-func openT(t *testing.T, dir string) *Store {
+func openT(t testing.TB, dir string) *Store {
 	t.Helper()
-	s, err := Open(dir)
+	s, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,20 +136,41 @@ func TestTrimDropsOldEventsAndFinishedPushes(t *testing.T) {
 	}
 }
 
-func TestCorruptRecordFailsLoadWithContext(t *testing.T) {
+func TestUndecodableRecordIsSkippedAndReported(t *testing.T) {
 	dir := t.TempDir()
 	s := openT(t, dir)
-	if err := s.Commit(&Batch{RecordKeys: []wire.UUID{u(9)}, RecordValues: [][]byte{{99, 0}}}); err != nil {
+	good := state.Record{UUID: u(8), LastSeen: 7}
+	if err := s.Commit(&Batch{
+		RecordKeys:   []wire.UUID{u(8), u(9)},
+		RecordValues: [][]byte{good.AppendBinary(nil), {99, 0}},
+	}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.Load(func(id wire.UUID, v []byte) error {
-		var r state.Record
-		return r.UnmarshalBinary(v)
-	})
-	if err == nil {
-		t.Fatal("corrupt record loaded")
-	}
 	s.Close()
+
+	var damaged []error
+	s, err := Open(dir, Options{OnDamaged: func(err error) { damaged = append(damaged, err) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var loaded []wire.UUID
+	if _, err := s.Load(func(id wire.UUID, v []byte) error {
+		var r state.Record
+		if err := r.UnmarshalBinary(v); err != nil {
+			return err
+		}
+		loaded = append(loaded, id)
+		return nil
+	}); err != nil {
+		t.Fatalf("one undecodable record failed the whole load: %v", err)
+	}
+	if len(loaded) != 1 || loaded[0] != u(8) {
+		t.Fatalf("loaded %v, want only the good record", loaded)
+	}
+	if len(damaged) != 1 || !strings.Contains(damaged[0].Error(), u(9).String()) {
+		t.Fatalf("damage reported: %v (want one error naming %s)", damaged, u(9))
+	}
 }
 
 func TestOpenRefusesALockedStore(t *testing.T) {
@@ -157,7 +179,7 @@ func TestOpenRefusesALockedStore(t *testing.T) {
 	defer s.Close()
 	done := make(chan error, 1)
 	go func() {
-		_, err := Open(dir)
+		_, err := Open(dir, Options{})
 		done <- err
 	}()
 	select {
@@ -171,7 +193,7 @@ func TestOpenRefusesALockedStore(t *testing.T) {
 }
 
 func BenchmarkCommit(b *testing.B) {
-	s, err := Open(b.TempDir())
+	s, err := Open(b.TempDir(), Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
