@@ -108,7 +108,11 @@ func runBacklog(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	secs := st.Last.Seconds()
 	res.Metrics["deliveries"] = float64(deliveries.Load())
-	res.Metrics["deliveries_per_s"] = float64(deliveries.Load()) / secs
+	rate := 0.0
+	if secs > 0 {
+		rate = float64(deliveries.Load()) / secs
+	}
+	res.Metrics["deliveries_per_s"] = rate
 	res.Metrics["drain_seconds"] = secs
 	res.Metrics["heartbeats_resent"] = float64(st.Retries)
 	res.Metrics["clients_given_up"] = float64(st.Failed)
@@ -117,7 +121,10 @@ func runBacklog(ctx context.Context, args []string, stdout io.Writer) error {
 	res.Metrics["generator_cpu_cores"] = m["generator_cpu_cores"]
 	res.Metrics["machine_busy_cores"] = m["machine_busy_cores"]
 	fmt.Fprintf(stdout, "delivered %d of %d in %.2fs: %.0f deliveries/s (%d heartbeats resent, %d answered without their message)\n",
-		deliveries.Load(), len(ids), secs, float64(deliveries.Load())/secs, st.Retries, empty.Load())
+		deliveries.Load(), len(ids), secs, rate, st.Retries, empty.Load())
+	if st.Failed > 0 {
+		res.note("%d clients never received their message: the rate counts none of them", st.Failed)
+	}
 	if empty.Load() > 0 {
 		res.note("%d clients answered 0x00 without their pending message: pushes answered 0 were lost", empty.Load())
 	}
