@@ -222,8 +222,8 @@ func FuzzDecodeBatch(f *testing.F) {
 		all = append(all, one...)
 	}
 	f.Add(all)
-	f.Add([]byte{9, 3, 1, 2, 3})       // an unknown type is skipped
-	f.Add([]byte{2, 0x80, 0x00})       // overlong length
+	f.Add([]byte{9, 3, 1, 2, 3})        // an unknown type is skipped
+	f.Add([]byte{2, 0x80, 0x00})        // overlong length
 	f.Add([]byte{5, 40, 0, 0, 0, 0, 0}) // truncated
 	f.Fuzz(func(t *testing.T, in []byte) {
 		for len(in) > 0 {

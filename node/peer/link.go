@@ -297,10 +297,12 @@ func (l *Link) session() (wasUp bool, err error) {
 		hs.Stop()
 		return false, fmt.Errorf("opening the stream: %w", streamErr(ctx, err))
 	}
-	if err := stream.SendMsg(&batchMsg{b: appendFrame(nil, TypeHello, &l.opt.Self)}); err != nil {
+	hello := appendFrame(nil, TypeHello, &l.opt.Self)
+	if err := stream.SendMsg(&batchMsg{b: hello}); err != nil {
 		hs.Stop()
 		return false, fmt.Errorf("sending hello: %w", streamErr(ctx, err))
 	}
+	l.st.countOut(1, len(hello))
 	in := &batchMsg{}
 	if err := stream.RecvMsg(in); err != nil {
 		hs.Stop()
@@ -468,7 +470,7 @@ func (l *Link) SendPhonePacket(p *PhonePacket) error {
 	n := p.size()
 	q := &l.q
 	q.mu.Lock()
-	if err := l.admit(frameLen(n)); err != nil {
+	if err := l.admit(frameLen(n), false); err != nil {
 		q.mu.Unlock()
 		return err
 	}
@@ -487,7 +489,7 @@ func (l *Link) SendDetach(d *Detach) error {
 	n := d.size()
 	q := &l.q
 	q.mu.Lock()
-	if err := l.admit(frameLen(n)); err != nil {
+	if err := l.admit(frameLen(n), false); err != nil {
 		q.mu.Unlock()
 		return err
 	}
@@ -499,7 +501,7 @@ func (l *Link) SendDetach(d *Detach) error {
 }
 
 // admit checks that a frame of n bytes can be queued; the caller holds q.mu.
-func (l *Link) admit(n int) error {
+func (l *Link) admit(n int, call bool) error {
 	if !l.q.open {
 		l.st.drop(DropLinkDown)
 		if l.ctx.Err() != nil {
@@ -507,7 +509,7 @@ func (l *Link) admit(n int) error {
 		}
 		return ErrLinkDown
 	}
-	if !l.q.room(n) {
+	if !l.q.room(n, call) {
 		l.st.drop(DropQueueFull)
 		return ErrQueueFull
 	}
@@ -556,7 +558,7 @@ func (l *Link) Lookup(ctx context.Context, body []byte) (LookupAns, error) {
 func (l *Link) enqueueCall(c *call, n int, encode func([]byte) []byte) error {
 	q := &l.q
 	q.mu.Lock()
-	if err := l.admit(n); err != nil {
+	if err := l.admit(n, true); err != nil {
 		q.mu.Unlock()
 		return fmt.Errorf("peer %d: %w", l.opt.PeerOrdinal, err)
 	}

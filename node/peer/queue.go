@@ -10,7 +10,8 @@ import (
 // buffer. The writer swaps the buffer out and sends it as one batch, then
 // looks again, so frames that arrive while a batch is being written go
 // out together in the next one (the writer flushes when the queue is
-// empty). Bounded by frames and by bytes: a full queue refuses at once.
+// empty). Bounded by frames and by bytes: a full queue refuses at once
+// (see room for the reserve requests and answers have).
 type queue struct {
 	mu        sync.Mutex
 	open      bool // a stream is up and its writer draining
@@ -28,7 +29,14 @@ func (q *queue) init(maxFrames, maxBytes int) {
 }
 
 // room says whether a frame of n bytes fits; the caller holds mu.
-func (q *queue) room(n int) bool {
+// Requests and answers (call) may go past the queue's bounds, up to
+// twice its frames and the largest batch: a flood of phone packets or
+// ToPhone frames must not starve the pushes and their answers, which
+// are few and which someone waits for.
+func (q *queue) room(n int, call bool) bool {
+	if call {
+		return q.frames < 2*q.maxFrames && len(q.buf)+n <= MaxBatchBytes
+	}
 	return q.frames < q.maxFrames && len(q.buf)+n <= q.maxBytes
 }
 
@@ -106,9 +114,7 @@ func (q *queue) writeLoop(ctx context.Context, send func(any) error, st *counter
 				if err := send(msg); err != nil {
 					return err
 				}
-				st.batchesOut.Add(1)
-				st.framesOut.Add(uint64(frames))
-				st.bytesOut.Add(uint64(len(batch)))
+				st.countOut(frames, len(batch))
 			}
 			spare, spareCalls = batch[:0], calls[:0]
 		}

@@ -250,7 +250,8 @@ func (s *Server) serve(ss grpc.ServerStream) error {
 	case h.Ordinal == s.opt.Self.Ordinal:
 		return s.refuse(codes.FailedPrecondition, "%s says it is ordinal %d, which is this pod's", from, h.Ordinal)
 	}
-	if err := ss.SendMsg(&batchMsg{b: appendFrame(nil, TypeHello, &s.opt.Self)}); err != nil {
+	hello := appendFrame(nil, TypeHello, &s.opt.Self)
+	if err := ss.SendMsg(&batchMsg{b: hello}); err != nil {
 		return err
 	}
 
@@ -265,6 +266,7 @@ func (s *Server) serve(ss grpc.ServerStream) error {
 	sess.q.setOpen(true)
 	sess.in.addr.Store(&from)
 	sess.in.st.connects.Add(1)
+	sess.in.st.countOut(1, len(hello))
 	sess.in.st.framesIn.Add(1)
 	sess.in.st.bytesIn.Add(uint64(len(in.b) - len(rest)))
 	sess.in.st.batchesIn.Add(1)
@@ -361,7 +363,7 @@ func (ss *Session) SendToPhone(p *ToPhone) error {
 	n := p.size()
 	q := &ss.q
 	q.mu.Lock()
-	if err := ss.admit(frameLen(n)); err != nil {
+	if err := ss.admit(frameLen(n), false); err != nil {
 		q.mu.Unlock()
 		return err
 	}
@@ -394,7 +396,7 @@ func (ss *Session) send(t Type, f body) error {
 	n := f.size()
 	q := &ss.q
 	q.mu.Lock()
-	if err := ss.admit(frameLen(n)); err != nil {
+	if err := ss.admit(frameLen(n), true); err != nil {
 		q.mu.Unlock()
 		return err
 	}
@@ -405,12 +407,12 @@ func (ss *Session) send(t Type, f body) error {
 	return nil
 }
 
-func (ss *Session) admit(n int) error {
+func (ss *Session) admit(n int, answer bool) error {
 	if !ss.q.open {
 		ss.in.st.drop(DropLinkDown)
 		return ErrLinkDown
 	}
-	if !ss.q.room(n) {
+	if !ss.q.room(n, answer) {
 		ss.in.st.drop(DropQueueFull)
 		return ErrQueueFull
 	}

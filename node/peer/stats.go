@@ -39,6 +39,13 @@ type counters struct {
 
 func (c *counters) drop(d Drop) { c.drops[d].Add(1) }
 
+// countOut counts one batch of frames sent.
+func (c *counters) countOut(frames, bytes int) {
+	c.batchesOut.Add(1)
+	c.framesOut.Add(uint64(frames))
+	c.bytesOut.Add(uint64(bytes))
+}
+
 // Side tells which end of a link the stats are from.
 type Side string
 
