@@ -17,6 +17,14 @@ const (
 	codecName   = "ddpush-peer"
 )
 
+// flowWindow is the HTTP/2 flow-control window of a link, stream and
+// connection alike: as large as a default send queue, so a writer is not
+// held back by window updates while its peer keeps up (measured: 64 KiB
+// windows grown by gRPC's estimator cost about 20% more CPU per relayed
+// frame and half the throughput), and small enough that a peer that
+// stops reading holds at most 1 MiB per link in gRPC's buffers.
+const flowWindow = 1 << 20
+
 var streamDesc = grpc.StreamDesc{StreamName: methodName, ServerStreams: true, ClientStreams: true}
 
 // batchMsg is one stream message: a batch of frames.

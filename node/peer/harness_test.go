@@ -22,12 +22,18 @@ type home struct {
 	detach  []Detach
 	pushes  []PushReq
 	conns   []RemoteConn
+	held    []heldPush // pushes left unanswered (noAnswer)
 
 	hold     chan struct{} // when set, PushReq waits on it before answering (blocking the reader)
 	noAnswer bool          // when set, pushes are recorded and never answered
 	got      chan struct{} // signalled (non-blocking) on every push
 	block    chan struct{} // when set, PhonePacket waits on it (stalls the stream's reader)
 	unblock  func()        // closes block once
+}
+
+type heldPush struct {
+	from *Session
+	corr uint64
 }
 
 func newHome() *home { return &home{got: make(chan struct{}, 1024)} }
@@ -64,6 +70,9 @@ func (h *home) PushReq(from *Session, r *PushReq) {
 	default:
 	}
 	if noAnswer {
+		h.mu.Lock()
+		h.held = append(h.held, heldPush{from, r.Corr})
+		h.mu.Unlock()
 		return
 	}
 	if h.hold != nil {

@@ -140,6 +140,8 @@ type Link struct {
 	pending map[uint64]*call // guarded by q.mu
 	corr    atomic.Uint64
 
+	toPhone ToPhone // reused by the reader for each ToPhone frame
+
 	up      atomic.Bool
 	peer    atomic.Pointer[Hello]
 	lastErr atomic.Pointer[string]
@@ -273,6 +275,8 @@ func (l *Link) session() (wasUp bool, err error) {
 			grpc.MaxCallRecvMsgSize(MaxBatchBytes+1024),
 			grpc.MaxCallSendMsgSize(MaxBatchBytes+1024),
 		),
+		grpc.WithInitialWindowSize(flowWindow),
+		grpc.WithInitialConnWindowSize(flowWindow),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithConnectParams(grpc.ConnectParams{MinConnectTimeout: l.opt.HandshakeTimeout}),
 		// A plain dialer: peer links never go through a proxy named in
@@ -411,7 +415,7 @@ func (l *Link) dispatch(b []byte) {
 		b = rest
 		switch t {
 		case TypeToPhone:
-			var p ToPhone
+			p := &l.toPhone
 			if err := p.decode(body); err != nil {
 				l.st.drop(DropMalformed)
 				continue
@@ -420,7 +424,7 @@ func (l *Link) dispatch(b []byte) {
 				l.st.drop(DropNoHandler)
 				continue
 			}
-			l.opt.Handler.ToPhone(l, &p)
+			l.opt.Handler.ToPhone(l, p)
 		case TypePushAns:
 			var a PushAns
 			if err := a.decode(body); err != nil {

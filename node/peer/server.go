@@ -83,6 +83,12 @@ type Session struct {
 	in    *inbound
 	hello Hello
 	q     queue
+
+	// Decoded frames handed to the handler, reused by the reader (one
+	// per session) so that nothing is allocated per frame.
+	packet PhonePacket
+	push   PushReq
+	lookup LookupReq
 }
 
 // Listen binds the address and serves peer streams in the background.
@@ -119,6 +125,8 @@ func Listen(opt ServerOptions) (*Server, error) {
 		grpc.ForceServerCodecV2(codec{}),
 		grpc.MaxRecvMsgSize(MaxBatchBytes + 1024),
 		grpc.MaxSendMsgSize(MaxBatchBytes + 1024),
+		grpc.InitialWindowSize(flowWindow),
+		grpc.InitialConnWindowSize(flowWindow),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WaitForHandlers(true),
@@ -320,12 +328,12 @@ func (ss *Session) dispatch(b []byte) {
 		b = rest
 		switch t {
 		case TypePhonePacket:
-			var p PhonePacket
+			p := &ss.packet
 			if err := p.decode(body); err != nil {
 				st.drop(DropMalformed)
 				continue
 			}
-			h.PhonePacket(ss, &p)
+			h.PhonePacket(ss, p)
 		case TypeDetach:
 			var d Detach
 			if err := d.decode(body); err != nil {
@@ -334,19 +342,19 @@ func (ss *Session) dispatch(b []byte) {
 			}
 			h.Detach(ss, &d)
 		case TypePushReq:
-			var r PushReq
+			r := &ss.push
 			if err := r.decode(body); err != nil {
 				st.drop(DropMalformed)
 				continue
 			}
-			h.PushReq(ss, &r)
+			h.PushReq(ss, r)
 		case TypeLookupReq:
-			var r LookupReq
+			r := &ss.lookup
 			if err := r.decode(body); err != nil {
 				st.drop(DropMalformed)
 				continue
 			}
-			h.LookupReq(ss, &r)
+			h.LookupReq(ss, r)
 		default:
 			st.drop(DropUnexpected)
 		}
