@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -303,6 +304,10 @@ func (l *Link) session() (wasUp bool, err error) {
 	}
 	hello := appendFrame(nil, TypeHello, &l.opt.Self)
 	if err := stream.SendMsg(&batchMsg{b: hello}); err != nil {
+		if errors.Is(err, io.EOF) {
+			// The server ended the stream; RecvMsg has its status.
+			err = stream.RecvMsg(&batchMsg{})
+		}
 		hs.Stop()
 		return false, fmt.Errorf("sending hello: %w", streamErr(ctx, err))
 	}
@@ -346,7 +351,9 @@ func (l *Link) session() (wasUp bool, err error) {
 	werr := make(chan error, 1)
 	go func() {
 		err := l.q.writeLoop(ctx, stream.SendMsg, &l.st)
-		cancel(err)
+		if !errors.Is(err, io.EOF) {
+			cancel(err)
+		} // else the server ended the stream and the reader gets its status
 		werr <- err
 	}()
 	for {
@@ -431,7 +438,7 @@ func (l *Link) dispatch(b []byte) {
 				l.st.drop(DropMalformed)
 				continue
 			}
-			if c := l.answered(a.Corr); c != nil {
+			if c := l.answered(a.Corr, t); c != nil {
 				c.push = a
 				close(c.done)
 			}
@@ -441,7 +448,7 @@ func (l *Link) dispatch(b []byte) {
 				l.st.drop(DropMalformed)
 				continue
 			}
-			if c := l.answered(a.Corr); c != nil {
+			if c := l.answered(a.Corr, t); c != nil {
 				a.Body = append([]byte(nil), a.Body...)
 				c.look = a
 				close(c.done)
@@ -453,13 +460,21 @@ func (l *Link) dispatch(b []byte) {
 }
 
 // answered takes the call an answer is for, or counts a late answer.
-func (l *Link) answered(corr uint64) *call {
+// An answer of the wrong type ends its call with an unknown outcome.
+func (l *Link) answered(corr uint64, t Type) *call {
 	l.q.mu.Lock()
 	c := l.pending[corr]
 	delete(l.pending, corr)
 	l.q.mu.Unlock()
-	if c == nil {
+	switch {
+	case c == nil:
 		l.st.drop(DropLateAnswer)
+		return nil
+	case c.kind != t:
+		l.st.drop(DropUnexpected)
+		c.err = fmt.Errorf("peer %d: %w: answered with a %s frame", l.opt.PeerOrdinal, ErrOutcomeUnknown, t)
+		close(c.done)
+		return nil
 	}
 	return c
 }
@@ -529,7 +544,7 @@ func (l *Link) Push(ctx context.Context, r PushReq) (PushAns, error) {
 	if err := r.check(); err != nil {
 		return PushAns{}, fmt.Errorf("peer %d: %w: %v", l.opt.PeerOrdinal, ErrNotSent, err)
 	}
-	c := &call{corr: l.corr.Add(1), done: make(chan struct{})}
+	c := &call{corr: l.corr.Add(1), kind: TypePushAns, done: make(chan struct{})}
 	r.Corr = c.corr
 	n := r.size()
 	if err := l.enqueueCall(c, frameLen(n), func(b []byte) []byte { return r.appendBody(appendHeader(b, TypePushReq, n)) }); err != nil {
@@ -544,7 +559,7 @@ func (l *Link) Push(ctx context.Context, r PushReq) (PushAns, error) {
 // Lookup asks the home about a uuid; body and the answer are opaque (the
 // HTTP API's JSON). Errors as for Push.
 func (l *Link) Lookup(ctx context.Context, body []byte) (LookupAns, error) {
-	c := &call{corr: l.corr.Add(1), done: make(chan struct{})}
+	c := &call{corr: l.corr.Add(1), kind: TypeLookupAns, done: make(chan struct{})}
 	r := LookupReq{Corr: c.corr, Body: body}
 	if err := r.check(); err != nil {
 		return LookupAns{}, fmt.Errorf("peer %d: %w: %v", l.opt.PeerOrdinal, ErrNotSent, err)

@@ -65,7 +65,10 @@ func TestRelayBothWays(t *testing.T) {
 	if err != nil || ans.Status != PushAccepted || ans.ID != 1000+ans.Corr || ans.AcceptedAt != 42 {
 		t.Fatalf("push: %+v, %v", ans, err)
 	}
-	if p := h.pushes[0]; p.Key != "k1" || string(p.Payload) != "hi" || p.UUID != uuidA || p.Kind != 3 {
+	h.mu.Lock()
+	p := h.pushes[0]
+	h.mu.Unlock()
+	if p.Key != "k1" || string(p.Payload) != "hi" || p.UUID != uuidA || p.Kind != 3 {
 		t.Fatalf("home got push %+v", p)
 	}
 	la, err := l.Lookup(ctxFor(t, 5*time.Second), []byte(`"x"`))

@@ -36,6 +36,26 @@ func TestLateAnswerCounted(t *testing.T) {
 	if a, err := l.Push(ctxFor(t, 5*time.Second), PushReq{UUID: uuidA}); err != nil || a.Corr != held.corr+1 {
 		t.Fatalf("next push: %+v, %v", a, err)
 	}
+
+	// A push answered with a lookup answer has an unknown outcome.
+	h.mu.Lock()
+	h.noAnswer = true
+	h.mu.Unlock()
+	errs := make(chan error, 1)
+	go func() {
+		_, err := l.Push(ctxFor(t, 10*time.Second), PushReq{UUID: uuidA})
+		errs <- err
+	}()
+	eventually(t, "the third push", func() bool { h.mu.Lock(); defer h.mu.Unlock(); return len(h.held) == 2 })
+	h.mu.Lock()
+	held = h.held[1]
+	h.mu.Unlock()
+	if err := held.from.SendLookupAns(&LookupAns{Corr: held.corr, Code: 200}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; !errors.Is(err, ErrOutcomeUnknown) || !strings.Contains(err.Error(), "lookup_ans") {
+		t.Fatalf("push answered by a lookup answer: %v", err)
+	}
 }
 
 // A RemoteConn keeps working when its front reconnects, and goes dead
@@ -83,8 +103,13 @@ func TestRemoteConnAcrossIncarnations(t *testing.T) {
 	if s := srv.Session(0); s == nil || s.Hello().Incarnation != 6 || s.Ordinal() != 0 {
 		t.Fatalf("current session %+v", s)
 	}
-	if err := srv.SendToPhone(7, &ToPhone{Route: udp4, Bytes: raw21}); !errors.Is(err, ErrLinkDown) {
-		t.Fatalf("ToPhone to an ordinal that never dialed: %v", err)
+	for _, o := range []int{7, -1, 512, 1 << 30} {
+		if err := srv.SendToPhone(o, &ToPhone{Route: udp4, Bytes: raw21}); !errors.Is(err, ErrLinkDown) {
+			t.Fatalf("ToPhone to ordinal %d, which never dialed: %v", o, err)
+		}
+	}
+	if st := srv.Stats(); len(st) != 2 || st[1].Peer != 7 || st[1].Drops[DropLinkDown] != 1 || st[1].Up {
+		t.Fatalf("stats after sends to absent ordinals: %+v", st)
 	}
 	time.Sleep(50 * time.Millisecond)
 	if restarted.count() != 0 {

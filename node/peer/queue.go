@@ -72,6 +72,7 @@ const (
 // call is one request waiting for its answer.
 type call struct {
 	corr  uint64
+	kind  Type // the answer's frame type
 	state atomic.Uint32
 	done  chan struct{}
 	push  PushAns

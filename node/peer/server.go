@@ -432,10 +432,18 @@ func (ss *Session) admit(n int, answer bool) error {
 func (s *Server) SendToPhone(ordinal int, p *ToPhone) error {
 	sess := s.Session(ordinal)
 	if sess == nil {
-		s.inbound(ordinal).st.drop(DropLinkDown)
+		s.dropFor(ordinal, DropLinkDown)
 		return ErrLinkDown
 	}
 	return sess.SendToPhone(p)
+}
+
+// dropFor counts a drop against an ordinal that has no session; ordinals
+// no pod can have are not given counters.
+func (s *Server) dropFor(ordinal int, d Drop) {
+	if ordinal >= 0 && ordinal < slotmap.MaxOrdinals {
+		s.inbound(ordinal).st.drop(d)
+	}
 }
 
 // RemoteConn is a phone's TCP connection held by a front, as the home's
@@ -466,7 +474,7 @@ func (c RemoteConn) ConnID() uint64 { return c.connID }
 func (c RemoteConn) Send(b []byte) bool {
 	sess := c.srv.Session(c.ordinal)
 	if sess == nil {
-		c.srv.inbound(c.ordinal).st.drop(DropLinkDown)
+		c.srv.dropFor(c.ordinal, DropLinkDown)
 		return false
 	}
 	if sess.hello.Incarnation != c.incarnation {
