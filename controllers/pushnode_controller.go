@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -131,11 +132,13 @@ func (r *PushNodeReconciler) fillStatus(ctx context.Context, pn *ddpushv1.PushNo
 	d := builders.Defaulted(pn)
 	desired := *d.Spec.Replicas
 	st.ObservedGeneration = pn.Generation
-	st.Replicas = desired
-	st.ReadyReplicas = 0
+	// Replicas counts the pods that exist, as the scale subresource
+	// expects; desired is in the spec.
+	st.Replicas, st.ReadyReplicas = 0, 0
 	if sts != nil {
-		st.ReadyReplicas = sts.Status.ReadyReplicas
+		st.Replicas, st.ReadyReplicas = sts.Status.Replicas, sts.Status.ReadyReplicas
 	}
+	st.Selector = labels.SelectorFromSet(builders.SelectorLabels(pn)).String()
 	st.Ready = fmt.Sprintf("%d/%d", st.ReadyReplicas, desired)
 	st.TokenSecretName = builders.SecretName(pn)
 	st.SettingsHash = builders.SettingsHash(builders.NodeEnv(pn))
