@@ -224,14 +224,6 @@ func TestPushNodeValidation(t *testing.T) {
 			t.Errorf("%s: got %v, want an error containing %q", tc.name, err, tc.want)
 		}
 	}
-	// The storage class cannot change once set.
-	pn := newPushNode(ns, "classy")
-	pn.Spec.Storage.StorageClassName = ptr.To("fast")
-	must(t, k8s.Create(ctx, pn))
-	pn.Spec.Storage.StorageClassName = ptr.To("slow")
-	if err := k8s.Update(ctx, pn); err == nil || !strings.Contains(err.Error(), "storageClassName cannot change") {
-		t.Errorf("storage class change: %v", err)
-	}
 }
 
 // updatePN changes a PushNode, retrying when the operator's status write
