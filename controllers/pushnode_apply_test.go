@@ -92,7 +92,7 @@ func TestPushNodeRefusesObjectsItDoesNotControl(t *testing.T) {
 
 			// Once the object is gone, the PushNode creates its own.
 			must(t, k8s.Delete(ctx, after))
-			eventually(t, 2*controllers.ConflictRetry, "recovers", func() error {
+			eventually(t, 20*time.Second, "recovers", func() error {
 				if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: pnName}, &appsv1.StatefulSet{}); err != nil {
 					return err
 				}

@@ -34,9 +34,9 @@ import (
 // StatusRefresh is how often a ready PushNode's record counts are re-read.
 const StatusRefresh = 30 * time.Second
 
-// ConflictRetry is how often a PushNode blocked by an object it does not
-// control looks again.
-const ConflictRetry = time.Minute
+// DefaultConflictRetry is how often a PushNode blocked by an object it
+// does not control looks again.
+const DefaultConflictRetry = time.Minute
 
 // PushNodeReconciler turns a PushNode into its ConfigMap, Secret,
 // Services and StatefulSet, and reports their state.
@@ -50,6 +50,15 @@ type PushNodeReconciler struct {
 	Builders  builders.Options
 	Locator   NodeLocator
 	Followers *Followers
+	// ConflictRetry: see Options.
+	ConflictRetry time.Duration
+}
+
+func (r *PushNodeReconciler) conflictRetry() time.Duration {
+	if r.ConflictRetry > 0 {
+		return r.ConflictRetry
+	}
+	return DefaultConflictRetry
 }
 
 // The operator reads PushNodes and writes only their status.
@@ -149,7 +158,7 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if conflicted {
 		// The conflicting object is not watched (it is not ours): look
 		// again later in case it was removed.
-		return ctrl.Result{RequeueAfter: ConflictRetry}, nil
+		return ctrl.Result{RequeueAfter: r.conflictRetry()}, nil
 	}
 	if meta.IsStatusConditionTrue(st.Conditions, ConditionAvailable) {
 		r.Followers.Ensure(req.NamespacedName)

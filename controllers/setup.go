@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -21,6 +22,9 @@ type Options struct {
 	Builders builders.Options
 	// Locator finds node pods; nil means by pod IP.
 	Locator NodeLocator
+	// ConflictRetry is how often a PushNode blocked by an object it does
+	// not control looks again (0: DefaultConflictRetry).
+	ConflictRetry time.Duration
 }
 
 // Setup registers both controllers, their indexes and the event
@@ -38,7 +42,7 @@ func Setup(mgr ctrl.Manager, opt Options) error {
 	}
 	if err := (&PushNodeReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorder("pushnode-controller"),
-		Builders: opt.Builders, Locator: opt.Locator, Followers: f,
+		Builders: opt.Builders, Locator: opt.Locator, Followers: f, ConflictRetry: opt.ConflictRetry,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}

@@ -142,6 +142,8 @@ func startManagerWith(t *testing.T, restCfg *rest.Config, loc controllers.NodeLo
 	if err := controllers.Setup(mgr, controllers.Options{
 		Builders: builders.Options{DefaultImage: "example.test/pushnode:test"},
 		Locator:  loc,
+		// Tests do not wait a minute for a removed conflicting object.
+		ConflictRetry: time.Second,
 	}); err != nil {
 		t.Fatal(err)
 	}
