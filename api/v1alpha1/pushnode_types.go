@@ -7,7 +7,7 @@ import (
 )
 
 // PushNodeSpec is the desired state of a push node.
-// +kubebuilder:validation:XValidation:rule="has(oldSelf.storage.storageClassName) == has(self.storage.storageClassName) && (!has(self.storage.storageClassName) || self.storage.storageClassName == oldSelf.storage.storageClassName)",message="storage.storageClassName cannot be set, changed or removed after creation: the data volumes already exist with their class; create a new PushNode for another class"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.storage) || !has(self.storage) || (has(oldSelf.storage.storageClassName) == has(self.storage.storageClassName) && (!has(self.storage.storageClassName) || self.storage.storageClassName == oldSelf.storage.storageClassName))",message="storage.storageClassName cannot be set, changed or removed after creation: the data volumes already exist with their class; create a new PushNode for another class"
 type PushNodeSpec struct {
 	// Replicas is the number of node pods. Only 1 is supported until
 	// uuids are sharded across pods.
@@ -82,7 +82,7 @@ type PushNodeSpec struct {
 }
 
 // PushNodePorts are the node's ports.
-// +kubebuilder:validation:XValidation:rule="self.client != self.push && self.client != self.http && self.push != self.http",message="ports.client, ports.push and ports.http must be three different ports"
+// +kubebuilder:validation:XValidation:rule="!has(self.client) || !has(self.push) || !has(self.http) || (self.client != self.push && self.client != self.http && self.push != self.http)",message="ports.client, ports.push and ports.http must be three different ports"
 type PushNodePorts struct {
 	// Client is the UDP and TCP port phones use.
 	// +kubebuilder:default=9966
