@@ -53,9 +53,10 @@ type PushMessageReconciler struct {
 	Now func() time.Time
 }
 
-// +kubebuilder:rbac:groups=ddpush.dev,resources=pushmessages,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=ddpush.dev,resources=pushmessages/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=ddpush.dev,resources=pushmessages/finalizers,verbs=update
+// PushMessages are read, their status written, and finished ones deleted
+// after their TTL.
+// +kubebuilder:rbac:groups=ddpush.dev,resources=pushmessages,verbs=get;list;watch;delete
+// +kubebuilder:rbac:groups=ddpush.dev,resources=pushmessages/status,verbs=update
 // +kubebuilder:rbac:groups=ddpush.dev,resources=pushnodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 

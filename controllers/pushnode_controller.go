@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -33,24 +34,48 @@ import (
 // StatusRefresh is how often a ready PushNode's record counts are re-read.
 const StatusRefresh = 30 * time.Second
 
+// DefaultConflictRetry is how often a PushNode blocked by an object it
+// does not control looks again.
+const DefaultConflictRetry = time.Minute
+
 // PushNodeReconciler turns a PushNode into its ConfigMap, Secret,
 // Services and StatefulSet, and reports their state.
 type PushNodeReconciler struct {
-	Client    client.Client
+	Client client.Client
+	// APIReader reads from the API server, past the cache, which holds
+	// only objects carrying the operator's label.
+	APIReader client.Reader
 	Scheme    *runtime.Scheme
 	Recorder  events.EventRecorder
 	Builders  builders.Options
 	Locator   NodeLocator
 	Followers *Followers
+	// ConflictRetry: see Options.
+	ConflictRetry time.Duration
 }
 
-// +kubebuilder:rbac:groups=ddpush.dev,resources=pushnodes,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=ddpush.dev,resources=pushnodes/status,verbs=get;update;patch
+func (r *PushNodeReconciler) conflictRetry() time.Duration {
+	if r.ConflictRetry > 0 {
+		return r.ConflictRetry
+	}
+	return DefaultConflictRetry
+}
+
+// The operator reads PushNodes and writes only their status.
+// +kubebuilder:rbac:groups=ddpush.dev,resources=pushnodes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=ddpush.dev,resources=pushnodes/status,verbs=update
+// Owner references with blockOwnerDeletion need update on the owner's
+// finalizers where the OwnerReferencesPermissionEnforcement admission
+// plugin is on.
 // +kubebuilder:rbac:groups=ddpush.dev,resources=pushnodes/finalizers,verbs=update
-// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=services;configmaps;secrets,verbs=get;list;watch;create;update;patch;delete
+// Owned objects go with their PushNode through garbage collection: no
+// delete, except the StatefulSet, replaced (orphaning its pods) when the
+// volume size changes.
+// +kubebuilder:rbac:groups="",resources=services;configmaps;secrets,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
-// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;list;watch;update;patch
+// Data claims are read one by one from the API server and grown.
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one PushNode's objects to the desired state.
@@ -73,26 +98,33 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 
 	var problems []problem
 	var applyErr error
+	conflicted, waiting := false, false
 	for _, b := range builders.For(&pn, r.Builders) {
-		obj := b.Object()
-		op, err := controllerutil.CreateOrUpdate(ctx, r.Client, obj, func() error {
-			if err := b.Update(obj); err != nil {
-				return err
-			}
-			return controllerutil.SetControllerReference(&pn, obj, r.Scheme)
-		})
-		if apierrors.IsConflict(err) {
+		op, err := r.apply(ctx, &pn, b)
+		if apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) {
 			// Someone else wrote it meanwhile: start over from fresh reads.
 			return ctrl.Result{Requeue: true}, nil
 		}
+		if conflict := (*conflictError)(nil); errors.As(err, &conflict) {
+			// Later objects need this one (the StatefulSet mounts the
+			// ConfigMap and the Secret): stop here, touch nothing.
+			problems = append(problems, problem{ReasonResourceConflict, conflict.Error()})
+			r.Recorder.Eventf(&pn, nil, corev1.EventTypeWarning, ReasonResourceConflict, "Apply", "%s", conflict.Error())
+			conflicted = true
+			break
+		}
+		if errors.Is(err, errBeingDeleted) {
+			waiting = true
+			break
+		}
 		if err != nil {
-			kind := fmt.Sprintf("%T", obj)
-			applyErr = fmt.Errorf("apply %s %s: %w", kind, obj.GetName(), err)
+			obj := b.Object()
+			applyErr = fmt.Errorf("apply %T %s: %w", obj, obj.GetName(), err)
 			problems = append(problems, problem{"ApplyFailed", applyErr.Error()})
 			break
 		}
 		if op != controllerutil.OperationResultNone {
-			log.Info("applied", "object", obj.GetName(), "operation", op)
+			log.Info("applied", "object", b.Object().GetName(), "operation", op)
 		}
 	}
 
@@ -120,6 +152,14 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if applyErr != nil {
 		return ctrl.Result{}, applyErr
 	}
+	if waiting {
+		return ctrl.Result{RequeueAfter: 2 * time.Second}, nil
+	}
+	if conflicted {
+		// The conflicting object is not watched (it is not ours): look
+		// again later in case it was removed.
+		return ctrl.Result{RequeueAfter: r.conflictRetry()}, nil
+	}
 	if meta.IsStatusConditionTrue(st.Conditions, ConditionAvailable) {
 		r.Followers.Ensure(req.NamespacedName)
 		return ctrl.Result{RequeueAfter: StatusRefresh}, nil
@@ -131,11 +171,13 @@ func (r *PushNodeReconciler) fillStatus(ctx context.Context, pn *ddpushv1.PushNo
 	d := builders.Defaulted(pn)
 	desired := *d.Spec.Replicas
 	st.ObservedGeneration = pn.Generation
-	st.Replicas = desired
-	st.ReadyReplicas = 0
+	// Replicas counts the pods that exist, as the scale subresource
+	// expects; desired is in the spec.
+	st.Replicas, st.ReadyReplicas = 0, 0
 	if sts != nil {
-		st.ReadyReplicas = sts.Status.ReadyReplicas
+		st.Replicas, st.ReadyReplicas = sts.Status.Replicas, sts.Status.ReadyReplicas
 	}
+	st.Selector = labels.SelectorFromSet(builders.SelectorLabels(pn)).String()
 	st.Ready = fmt.Sprintf("%d/%d", st.ReadyReplicas, desired)
 	st.TokenSecretName = builders.SecretName(pn)
 	st.SettingsHash = builders.SettingsHash(builders.NodeEnv(pn))

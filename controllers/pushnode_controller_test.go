@@ -11,7 +11,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/retry"
@@ -180,27 +179,6 @@ func TestPushNodeSettingsChangeRollsPodsButKeepsToken(t *testing.T) {
 	})
 }
 
-func TestPushNodeStorageShrinkIsReported(t *testing.T) {
-	startManager(t, &testLocator{})
-	ns := namespace(t)
-	ctx := context.Background()
-	pn := newPushNode(ns, "gamma")
-	pn.Spec.Storage.Size = resource.MustParse("2Gi")
-	must(t, k8s.Create(ctx, pn))
-	eventually(t, 20*time.Second, "statefulset", func() error {
-		return k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "gamma"}, &appsv1.StatefulSet{})
-	})
-	updatePN(t, ns, "gamma", func(pn *ddpushv1.PushNode) { pn.Spec.Storage.Size = resource.MustParse("1Gi") })
-	eventually(t, 20*time.Second, "degraded", func() error {
-		pn := getPN(t, ns, "gamma")
-		c := meta.FindStatusCondition(pn.Status.Conditions, controllers.ConditionDegraded)
-		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != "StorageShrinkRefused" || !strings.Contains(c.Message, "cannot shrink") {
-			return fmt.Errorf("Degraded %+v", c)
-		}
-		return nil
-	})
-}
-
 func TestPushNodeValidation(t *testing.T) {
 	ns := namespace(t)
 	ctx := context.Background()
@@ -223,14 +201,6 @@ func TestPushNodeValidation(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want an error containing %q", tc.name, err, tc.want)
 		}
-	}
-	// The storage class cannot change once set.
-	pn := newPushNode(ns, "classy")
-	pn.Spec.Storage.StorageClassName = ptr.To("fast")
-	must(t, k8s.Create(ctx, pn))
-	pn.Spec.Storage.StorageClassName = ptr.To("slow")
-	if err := k8s.Update(ctx, pn); err == nil || !strings.Contains(err.Error(), "storageClassName cannot change") {
-		t.Errorf("storage class change: %v", err)
 	}
 }
 

@@ -2,8 +2,17 @@ package controllers
 
 import (
 	"context"
+	"fmt"
+	"strings"
+	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/ddpush/ddpush-operator/controllers/builders"
 )
@@ -13,6 +22,9 @@ type Options struct {
 	Builders builders.Options
 	// Locator finds node pods; nil means by pod IP.
 	Locator NodeLocator
+	// ConflictRetry is how often a PushNode blocked by an object it does
+	// not control looks again (0: DefaultConflictRetry).
+	ConflictRetry time.Duration
 }
 
 // Setup registers both controllers, their indexes and the event
@@ -29,8 +41,8 @@ func Setup(mgr ctrl.Manager, opt Options) error {
 		return err
 	}
 	if err := (&PushNodeReconciler{
-		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorder("pushnode-controller"),
-		Builders: opt.Builders, Locator: opt.Locator, Followers: f,
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorder("pushnode-controller"),
+		Builders: opt.Builders, Locator: opt.Locator, Followers: f, ConflictRetry: opt.ConflictRetry,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
@@ -38,4 +50,49 @@ func Setup(mgr ctrl.Manager, opt Options) error {
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("pushmessage-controller"),
 		Locator: opt.Locator, Followers: f,
 	}).SetupWithManager(mgr)
+}
+
+// CacheOptions keep the manager's cache to the operator's own objects.
+// Owning Secrets, ConfigMaps, Services and StatefulSets, and reading node
+// Pods, would otherwise keep every such object of the cluster in memory:
+// the cache holds only those carrying the managed-by label, which the
+// operator puts on everything it creates (the pods get it from their
+// template). Data volume claims are not cached at all: they are read from
+// the API server when a size changes. With namespaces, only those are
+// watched (a namespace-scoped install).
+func CacheOptions(namespaces []string) cache.Options {
+	owned := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{builders.LabelManagedBy: builders.ManagedByValue})}
+	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Secret{}:      owned,
+		&corev1.ConfigMap{}:   owned,
+		&corev1.Service{}:     owned,
+		&corev1.Pod{}:         owned,
+		&appsv1.StatefulSet{}: owned,
+	}}
+	if len(namespaces) > 0 {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return opts
+}
+
+// ParseNamespaces reads a comma-separated list of namespaces; empty means
+// every namespace.
+func ParseNamespaces(s string) ([]string, error) {
+	var out []string
+	seen := map[string]bool{}
+	for _, ns := range strings.Split(s, ",") {
+		ns = strings.TrimSpace(ns)
+		if ns == "" || seen[ns] {
+			continue
+		}
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return nil, fmt.Errorf("namespace %q: %s", ns, strings.Join(errs, "; "))
+		}
+		seen[ns] = true
+		out = append(out, ns)
+	}
+	return out, nil
 }

@@ -120,13 +120,21 @@ type manager struct {
 
 func startManager(t *testing.T, loc controllers.NodeLocator) *manager {
 	t.Helper()
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	return startManagerWith(t, cfg, loc, nil)
+}
+
+// startManagerWith runs the controllers as the user of restCfg, watching
+// only namespaces if any are given.
+func startManagerWith(t *testing.T, restCfg *rest.Config, loc controllers.NodeLocator, namespaces []string) *manager {
+	t.Helper()
+	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		// Each manager gets its own controller names' metrics; tests
 		// start several in one process.
 		Controller: ctrlConfig(),
+		Cache:      controllers.CacheOptions(namespaces),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -134,6 +142,8 @@ func startManager(t *testing.T, loc controllers.NodeLocator) *manager {
 	if err := controllers.Setup(mgr, controllers.Options{
 		Builders: builders.Options{DefaultImage: "example.test/pushnode:test"},
 		Locator:  loc,
+		// Tests do not wait a minute for a removed conflicting object.
+		ConflictRetry: time.Second,
 	}); err != nil {
 		t.Fatal(err)
 	}

@@ -112,8 +112,28 @@ expect_count netpol-default NetworkPolicy 1
 grep -qx 'NetworkPolicy/ddpush-system/.*' "${tmp}/netpol-default.objects" ||
   fail "netpol-default: the NetworkPolicy is not in the release namespace"
 
+step "helm template, namespace-scoped install"
+render scoped --set 'watchNamespaces={push,push-staging}'
+# The editor and viewer ClusterRoles stay; the manager's rules become a
+# Role and RoleBinding in each watched namespace.
+expect_count scoped ClusterRole 2
+expect_count scoped ClusterRoleBinding 0
+expect_count scoped Role 3
+expect_count scoped RoleBinding 3
+for ns in push push-staging; do
+  grep -qx "Role/${ns}/ddpush-ddpush-operator-manager" "${tmp}/scoped.objects" ||
+    fail "scoped: no manager Role in ${ns}"
+  grep -qx "RoleBinding/${ns}/ddpush-ddpush-operator-manager" "${tmp}/scoped.objects" ||
+    fail "scoped: no manager RoleBinding in ${ns}"
+done
+grep -qx -- "        - --watch-namespaces=push,push-staging" "${tmp}/scoped.yaml" ||
+  fail "scoped: --watch-namespaces is not passed to the manager"
+if grep -q -- "--watch-namespaces" "${tmp}/default.yaml"; then
+  fail "default: --watch-namespaces set although watchNamespaces is empty"
+fi
+
 step "the values schema refuses wrong values"
-for bad in networkPolicy.enabled=yes replicaCount=two noSuchValue=1 image.pullPolicy=Sometimes; do
+for bad in networkPolicy.enabled=yes replicaCount=two noSuchValue=1 image.pullPolicy=Sometimes 'watchNamespaces={Not_A_Namespace}'; do
   if "${HELM}" template ddpush "${chart}" --set "${bad}" >/dev/null 2>&1; then
     fail "the schema accepted --set ${bad}"
   fi

@@ -11,7 +11,8 @@
 #        PushNode and PushMessage);
 #   config/rbac/role.yaml (the ClusterRole manager-role)
 #     -> charts/ddpush-operator/templates/rbac/manager-clusterrole.yaml
-#        the same rules, named and labelled by the chart.
+#        the same rules, named and labelled by the chart: a ClusterRole,
+#        or with watchNamespaces set, a Role in each of those namespaces.
 #
 # The output depends on the input files alone: running it twice changes
 # nothing, so CI can run it and check for drift (hack/chart-check.sh). A file
@@ -147,6 +148,9 @@ END {
   if (failed) exit 1
   if (!named) fail("no ClusterRole named manager-role")
   if (rules == "") fail("no rules")
+  # Cluster-wide, a ClusterRole; with watchNamespaces, the same rules as
+  # a Role in each watched namespace.
+  print "{{- if not .Values.watchNamespaces }}"
   print "apiVersion: rbac.authorization.k8s.io/v1"
   print "kind: ClusterRole"
   print "metadata:"
@@ -154,6 +158,19 @@ END {
   print "  labels:"
   print "    {{- include \"ddpush-operator.labels\" . | nindent 4 }}"
   printf "%s", rules
+  print "{{- else }}"
+  print "{{- range .Values.watchNamespaces }}"
+  print "---"
+  print "apiVersion: rbac.authorization.k8s.io/v1"
+  print "kind: Role"
+  print "metadata:"
+  print "  name: {{ include \"ddpush-operator.fullname\" $ }}-manager"
+  print "  namespace: {{ . }}"
+  print "  labels:"
+  print "    {{- include \"ddpush-operator.labels\" $ | nindent 4 }}"
+  printf "%s", rules
+  print "{{- end }}"
+  print "{{- end }}"
 }
 ' "${src}" >"${dst}"
 }

@@ -7,17 +7,19 @@ import (
 )
 
 // PushNodeSpec is the desired state of a push node.
-// +kubebuilder:validation:XValidation:rule="!has(oldSelf.storage) || !has(oldSelf.storage.storageClassName) || (has(self.storage) && has(self.storage.storageClassName) && self.storage.storageClassName == oldSelf.storage.storageClassName)",message="storage.storageClassName cannot change once set: the data volume already exists"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.storage) || !has(self.storage) || (has(oldSelf.storage.storageClassName) == has(self.storage.storageClassName) && (!has(self.storage.storageClassName) || self.storage.storageClassName == oldSelf.storage.storageClassName))",message="storage.storageClassName cannot be set, changed or removed after creation: the data volumes already exist with their class; create a new PushNode for another class"
 type PushNodeSpec struct {
 	// Replicas is the number of node pods. Only 1 is supported until
 	// uuids are sharded across pods.
 	// +kubebuilder:default=1
-	// +kubebuilder:validation:Minimum=1
-	// +kubebuilder:validation:XValidation:rule="self <= 1",message="replicas above 1 need uuid sharding across pods, which is not supported yet: use 1"
+	// +kubebuilder:validation:XValidation:rule="self >= 1",message="replicas must be 1: a PushNode cannot run zero pods (delete it instead)"
+	// +kubebuilder:validation:XValidation:rule="self <= 1",message="replicas must be 1: more than one pod per PushNode needs uuid sharding across pods, which is not supported yet"
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
 
 	// Image of the push node. Defaults to the operator's --pushnode-image.
+	// +kubebuilder:validation:MaxLength=1024
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[^\\\\s]+$')",message="image must not contain white space"
 	// +optional
 	Image string `json:"image,omitempty"`
 
@@ -51,6 +53,9 @@ type PushNodeSpec struct {
 	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
 
 	// NodeSelector of the node pods.
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && (!k.contains('/') || k.indexOf('/') <= 253) && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="every key of nodeSelector must be a qualified name: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 63 && self[k].matches('^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$'))",message="every value of nodeSelector must be a label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
 	// +optional
 	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
 
@@ -63,15 +68,21 @@ type PushNodeSpec struct {
 	Affinity *corev1.Affinity `json:"affinity,omitempty"`
 
 	// Labels added to every object the operator creates for this node.
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && (!k.contains('/') || k.indexOf('/') <= 253) && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="every key of labels must be a qualified name: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 63 && self[k].matches('^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$'))",message="every value of labels must be a label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
 	// +optional
 	Labels map[string]string `json:"labels,omitempty"`
 
 	// Annotations added to every object the operator creates for this node.
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && (!k.contains('/') || k.indexOf('/') <= 253) && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="every key of annotations must be a qualified name: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
 // PushNodePorts are the node's ports.
+// +kubebuilder:validation:XValidation:rule="!has(self.client) || !has(self.push) || !has(self.http) || (self.client != self.push && self.client != self.http && self.push != self.http)",message="ports.client, ports.push and ports.http must be three different ports"
 type PushNodePorts struct {
 	// Client is the UDP and TCP port phones use.
 	// +kubebuilder:default=9966
@@ -102,6 +113,8 @@ type ClientServiceSpec struct {
 	// +optional
 	Type corev1.ServiceType `json:"type,omitempty"`
 	// Annotations of the client Service (e.g. for a cloud load balancer).
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && (!k.contains('/') || k.indexOf('/') <= 253) && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="every key of clientService.annotations must be a qualified name: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
 	// UDP enables clients over UDP.
@@ -128,6 +141,7 @@ type StorageSpec struct {
 	// Size of each pod's volume. It may grow (if the storage class allows
 	// expansion) but never shrink.
 	// +kubebuilder:default="1Gi"
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="storage.size must be greater than zero"
 	// +optional
 	Size resource.Quantity `json:"size,omitempty"`
 	// StorageClassName of the volumes; empty uses the cluster default.
@@ -163,14 +177,20 @@ type NodeSettings struct {
 	// +kubebuilder:validation:Maximum=65502
 	// +optional
 	MaxContentLength int32 `json:"maxContentLength,omitempty"`
-	// OnlineWindow is how long after a UDP heartbeat pushes go out at once.
-	// +kubebuilder:default="60s"
+	// OnlineWindowSeconds is how long after a UDP heartbeat pushes go out
+	// at once: 1 second to 1 day.
+	// +kubebuilder:default=60
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=86400
 	// +optional
-	OnlineWindow *metav1.Duration `json:"onlineWindow,omitempty"`
-	// ExpiryAge removes records inactive for longer ("0s" keeps them).
-	// +kubebuilder:default="50h"
+	OnlineWindowSeconds *int32 `json:"onlineWindowSeconds,omitempty"`
+	// ExpiryAgeSeconds removes records inactive for longer; 0 keeps them
+	// forever. At most ten years.
+	// +kubebuilder:default=180000
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=315360000
 	// +optional
-	ExpiryAge *metav1.Duration `json:"expiryAge,omitempty"`
+	ExpiryAgeSeconds *int64 `json:"expiryAgeSeconds,omitempty"`
 	// CreateByHeartbeat lets a heartbeat from an unknown uuid create a record.
 	// +kubebuilder:default=true
 	// +optional
@@ -229,10 +249,15 @@ type PushNodeStatus struct {
 	// SettingsHash is the hash of the node settings the pods run with.
 	// +optional
 	SettingsHash string `json:"settingsHash,omitempty"`
+	// Selector is the label selector of the node pods, for the scale
+	// subresource.
+	// +optional
+	Selector string `json:"selector,omitempty"`
 }
 
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
+// +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=pn,categories=ddpush
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.ready`
 // +kubebuilder:printcolumn:name="Records",type=integer,JSONPath=`.status.records`
@@ -242,6 +267,11 @@ type PushNodeStatus struct {
 
 // PushNode is a DDPush-compatible push node: a StatefulSet running the
 // node binary, its Services and a data volume per pod.
+// The name becomes the StatefulSet's and its Services' names: the
+// StatefulSet's revision label (name, '-' and a 10-character hash) must fit
+// 63 characters, and "<name>-headless" must be a DNS-1035 label.
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 52",message="metadata.name must be at most 52 characters: the StatefulSet's controller-revision-hash label adds 11 to it and must fit 63"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must start with a lower-case letter and hold only lower-case letters, digits and '-' (a DNS-1035 label): it names the node's Services"
 type PushNode struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`

@@ -40,6 +40,9 @@ func main() {
 	flag.StringVar(&leaderNS, "leader-election-namespace", os.Getenv("POD_NAMESPACE"),
 		"namespace of the leader lease (default $POD_NAMESPACE; needed when not running in a pod with a service account)")
 	flag.StringVar(&image, "pushnode-image", DefaultImage, "image of push nodes whose PushNode names none")
+	var watchNamespaces string
+	flag.StringVar(&watchNamespaces, "watch-namespaces", "",
+		"comma-separated namespaces whose PushNodes and PushMessages the operator manages (default: every namespace)")
 	version := flag.Bool("version", false, "print the version and exit")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -50,6 +53,12 @@ func main() {
 	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	log := ctrl.Log.WithName("setup")
+
+	namespaces, err := controllers.ParseNamespaces(watchNamespaces)
+	if err != nil {
+		log.Error(err, "invalid --watch-namespaces")
+		os.Exit(2)
+	}
 
 	scheme := runtime.NewScheme()
 	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
@@ -62,6 +71,7 @@ func main() {
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "ddpush-operator.ddpush.dev",
 		LeaderElectionNamespace: leaderNS,
+		Cache:                   controllers.CacheOptions(namespaces),
 	})
 	if err != nil {
 		log.Error(err, "cannot create the manager")
@@ -73,7 +83,7 @@ func main() {
 	}
 	utilruntime.Must(mgr.AddHealthzCheck("healthz", healthz.Ping))
 	utilruntime.Must(mgr.AddReadyzCheck("readyz", healthz.Ping))
-	log.Info("starting", "version", node.Version, "pushnode-image", image)
+	log.Info("starting", "version", node.Version, "pushnode-image", image, "watch-namespaces", namespaces)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		log.Error(err, "manager stopped")
 		os.Exit(1)

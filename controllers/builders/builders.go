@@ -11,6 +11,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -56,6 +57,13 @@ const (
 	AnnotationSettingsHash = "ddpush.dev/settings-hash"
 )
 
+// Values of the operator's own labels. Every object the operator creates
+// carries LabelManagedBy=ManagedByValue; its cache holds only those.
+const (
+	ManagedByValue = "ddpush-operator"
+	ComponentValue = "push-node"
+)
+
 // SelectorLabels select the pods of a PushNode. They never change.
 func SelectorLabels(pn *ddpushv1.PushNode) map[string]string {
 	return map[string]string{LabelName: "pushnode", LabelInstance: pn.Name}
@@ -68,29 +76,58 @@ func Labels(pn *ddpushv1.PushNode) map[string]string {
 		l = map[string]string{}
 	}
 	maps.Copy(l, SelectorLabels(pn))
-	l[LabelManagedBy] = "ddpush-operator"
-	l[LabelComponent] = "push-node"
+	l[LabelManagedBy] = ManagedByValue
+	l[LabelComponent] = ComponentValue
 	return l
 }
 
-// mergeInto sets every key of src on *dst, keeping keys others added.
-func mergeInto(dst *map[string]string, src map[string]string) {
-	if len(src) == 0 {
-		return
+// Annotations on every owned object that list, comma-separated and
+// sorted, the label and annotation keys the operator set on it. A key the
+// operator set before and no longer wants is removed; keys others set are
+// left alone.
+const (
+	AnnotationManagedLabels      = "ddpush.dev/managed-labels"
+	AnnotationManagedAnnotations = "ddpush.dev/managed-annotations"
+)
+
+// syncKeys sets every key of want on current and removes the keys of
+// previous (what the operator set last time) that want no longer has.
+func syncKeys(current, want map[string]string, previous string) map[string]string {
+	if current == nil {
+		current = map[string]string{}
 	}
-	if *dst == nil {
-		*dst = map[string]string{}
+	for _, k := range strings.Split(previous, ",") {
+		if _, keep := want[k]; k != "" && !keep {
+			delete(current, k)
+		}
 	}
-	maps.Copy(*dst, src)
+	maps.Copy(current, want)
+	return current
+}
+
+func joinKeys(m map[string]string) string {
+	return strings.Join(slices.Sorted(maps.Keys(m)), ",")
+}
+
+// setManagedMeta gives obj the labels and annotations the operator wants
+// on it, removing those it set before and no longer wants.
+func setManagedMeta(obj client.Object, labels, annotations map[string]string) {
+	ann := obj.GetAnnotations()
+	obj.SetLabels(syncKeys(obj.GetLabels(), labels, ann[AnnotationManagedLabels]))
+	desired := maps.Clone(annotations)
+	if desired == nil {
+		desired = map[string]string{}
+	}
+	delete(desired, AnnotationManagedLabels)
+	delete(desired, AnnotationManagedAnnotations)
+	ann = syncKeys(ann, desired, ann[AnnotationManagedAnnotations])
+	ann[AnnotationManagedLabels] = joinKeys(labels)
+	ann[AnnotationManagedAnnotations] = joinKeys(desired)
+	obj.SetAnnotations(ann)
 }
 
 func setMeta(obj client.Object, pn *ddpushv1.PushNode) {
-	l := obj.GetLabels()
-	mergeInto(&l, Labels(pn))
-	obj.SetLabels(l)
-	a := obj.GetAnnotations()
-	mergeInto(&a, pn.Spec.Annotations)
-	obj.SetAnnotations(a)
+	setManagedMeta(obj, Labels(pn), pn.Spec.Annotations)
 }
 
 // For returns the builders of pn in the order they must run: settings

@@ -5,7 +5,6 @@ import (
 	"reflect"
 	"regexp"
 	"testing"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -197,11 +196,11 @@ func TestDefaultedEmptySpec(t *testing.T) {
 	if st.MaxContentLength != 500 {
 		t.Errorf("maxContentLength = %d, want 500", st.MaxContentLength)
 	}
-	if st.OnlineWindow == nil || st.OnlineWindow.Duration != 60*time.Second {
-		t.Errorf("onlineWindow = %v, want 60s", st.OnlineWindow)
+	if st.OnlineWindowSeconds == nil || *st.OnlineWindowSeconds != 60 {
+		t.Errorf("onlineWindowSeconds = %v, want 60", st.OnlineWindowSeconds)
 	}
-	if st.ExpiryAge == nil || st.ExpiryAge.Duration != 50*time.Hour {
-		t.Errorf("expiryAge = %v, want 50h", st.ExpiryAge)
+	if st.ExpiryAgeSeconds == nil || *st.ExpiryAgeSeconds != 180000 {
+		t.Errorf("expiryAgeSeconds = %v, want 180000 (50h)", st.ExpiryAgeSeconds)
 	}
 	if st.CreateByHeartbeat == nil || !*st.CreateByHeartbeat {
 		t.Errorf("createByHeartbeat = %v, want true", st.CreateByHeartbeat)
@@ -228,13 +227,13 @@ func TestDefaultedKeepsSetValues(t *testing.T) {
 	pn.Spec.ClientService = ddpushv1.ClientServiceSpec{Type: corev1.ServiceTypeLoadBalancer, UDP: ptr.To(false), TCP: ptr.To(true)}
 	pn.Spec.Storage = ddpushv1.StorageSpec{Size: resource.MustParse("5Gi"), WhenDeleted: ddpushv1.PVCDelete, WhenScaled: ddpushv1.PVCDelete}
 	pn.Spec.Settings = ddpushv1.NodeSettings{
-		HeartbeatPolicy:   "always",
-		MaxContentLength:  7,
-		OnlineWindow:      &metav1.Duration{Duration: 0},
-		ExpiryAge:         &metav1.Duration{Duration: 0}, // "0s" keeps records
-		CreateByHeartbeat: ptr.To(false),
-		MaxRecords:        ptr.To[int64](0),
-		RateLimit:         ptr.To[int32](0),
+		HeartbeatPolicy:     "always",
+		MaxContentLength:    7,
+		OnlineWindowSeconds: ptr.To[int32](1),
+		ExpiryAgeSeconds:    ptr.To[int64](0), // 0 keeps records
+		CreateByHeartbeat:   ptr.To(false),
+		MaxRecords:          ptr.To[int64](0),
+		RateLimit:           ptr.To[int32](0),
 	}
 	before := pn.DeepCopy()
 	d := Defaulted(pn)
@@ -245,7 +244,7 @@ func TestDefaultedKeepsSetValues(t *testing.T) {
 	// The copy must not share pointers with the input.
 	*d.Spec.Settings.RateLimit = 99
 	*d.Spec.ClientService.UDP = true
-	d.Spec.Settings.ExpiryAge.Duration = time.Hour
+	*d.Spec.Settings.ExpiryAgeSeconds = 3600
 	if !reflect.DeepEqual(pn, before) {
 		t.Errorf("Defaulted's result shares memory with its input")
 	}

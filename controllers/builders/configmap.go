@@ -2,6 +2,7 @@ package builders
 
 import (
 	"strconv"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,11 +47,14 @@ func NodeEnv(pn *ddpushv1.PushNode) map[string]string {
 		"PUSHNODE_TCP":                 strconv.FormatBool(*s.ClientService.TCP),
 		"PUSHNODE_HEARTBEAT_POLICY":    string(st.HeartbeatPolicy),
 		"PUSHNODE_MAX_CONTENT_LENGTH":  itoa(st.MaxContentLength),
-		"PUSHNODE_ONLINE_WINDOW":       st.OnlineWindow.Duration.String(),
-		"PUSHNODE_EXPIRY_AGE":          st.ExpiryAge.Duration.String(),
+		"PUSHNODE_ONLINE_WINDOW":       seconds(int64(*st.OnlineWindowSeconds)),
+		"PUSHNODE_EXPIRY_AGE":          seconds(*st.ExpiryAgeSeconds),
 		"PUSHNODE_CREATE_BY_HEARTBEAT": strconv.FormatBool(*st.CreateByHeartbeat),
 		"PUSHNODE_MAX_RECORDS":         strconv.FormatInt(*st.MaxRecords, 10),
 		"PUSHNODE_RATE_LIMIT":          itoa(*st.RateLimit),
 		"PUSHNODE_LOG_FORMAT":          "json",
 	}
 }
+
+// seconds is a count of seconds as the duration the node's flags read.
+func seconds(n int64) string { return (time.Duration(n) * time.Second).String() }

@@ -4,7 +4,6 @@ import (
 	"maps"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -43,13 +42,13 @@ func customPN() *ddpushv1.PushNode {
 	pn.Spec.ClientService.UDP = ptr.To(false)
 	pn.Spec.ClientService.TCP = ptr.To(true)
 	pn.Spec.Settings = ddpushv1.NodeSettings{
-		HeartbeatPolicy:   "address-changed",
-		MaxContentLength:  100,
-		OnlineWindow:      &metav1.Duration{Duration: 30 * time.Second},
-		ExpiryAge:         &metav1.Duration{Duration: 2 * time.Hour},
-		CreateByHeartbeat: ptr.To(false),
-		MaxRecords:        ptr.To[int64](10),
-		RateLimit:         ptr.To[int32](0),
+		HeartbeatPolicy:     "address-changed",
+		MaxContentLength:    100,
+		OnlineWindowSeconds: ptr.To[int32](30),
+		ExpiryAgeSeconds:    ptr.To[int64](7200),
+		CreateByHeartbeat:   ptr.To(false),
+		MaxRecords:          ptr.To[int64](10),
+		RateLimit:           ptr.To[int32](0),
 	}
 	return pn
 }
@@ -84,9 +83,9 @@ func TestNodeEnvCustom(t *testing.T) {
 
 func TestNodeEnvExpiryZeroKeepsRecords(t *testing.T) {
 	pn := newPN()
-	pn.Spec.Settings.ExpiryAge = &metav1.Duration{}
+	pn.Spec.Settings.ExpiryAgeSeconds = ptr.To[int64](0)
 	if got := NodeEnv(pn)["PUSHNODE_EXPIRY_AGE"]; got != "0s" {
-		t.Errorf("expiryAge 0s -> %q, want 0s (must not be defaulted to 50h)", got)
+		t.Errorf("expiryAgeSeconds 0 -> %q, want 0s (must not be defaulted to 50h)", got)
 	}
 }
 

@@ -1,10 +1,7 @@
 package builders
 
 import (
-	"time"
-
 	"k8s.io/apimachinery/pkg/api/resource"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
 	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
@@ -53,11 +50,11 @@ func Defaulted(pn *ddpushv1.PushNode) *ddpushv1.PushNode {
 	if st.MaxContentLength == 0 {
 		st.MaxContentLength = 500
 	}
-	if st.OnlineWindow == nil {
-		st.OnlineWindow = &metav1.Duration{Duration: 60 * time.Second}
+	if st.OnlineWindowSeconds == nil {
+		st.OnlineWindowSeconds = ptr.To[int32](60)
 	}
-	if st.ExpiryAge == nil {
-		st.ExpiryAge = &metav1.Duration{Duration: 50 * time.Hour}
+	if st.ExpiryAgeSeconds == nil {
+		st.ExpiryAgeSeconds = ptr.To[int64](50 * 3600)
 	}
 	if st.CreateByHeartbeat == nil {
 		st.CreateByHeartbeat = ptr.To(true)

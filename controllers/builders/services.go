@@ -1,6 +1,8 @@
 package builders
 
 import (
+	"maps"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -78,10 +80,12 @@ func (b *ClientServiceBuilder) Object() client.Object {
 func (b *ClientServiceBuilder) Update(obj client.Object) error {
 	svc := obj.(*corev1.Service)
 	s := Defaulted(b.PN).Spec
-	setMeta(svc, b.PN)
-	a := svc.GetAnnotations()
-	mergeInto(&a, s.ClientService.Annotations)
-	svc.SetAnnotations(a)
+	ann := maps.Clone(s.Annotations)
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	maps.Copy(ann, s.ClientService.Annotations)
+	setManagedMeta(svc, Labels(b.PN), ann)
 	svc.Spec.Type = s.ClientService.Type
 	svc.Spec.Selector = SelectorLabels(b.PN)
 	svc.Spec.Ports = mergePorts(svc.Spec.Ports, clientPorts(&s))

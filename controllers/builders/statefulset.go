@@ -61,7 +61,7 @@ func (b *StatefulSetBuilder) Update(obj client.Object) error {
 func VolumeClaimTemplate(pn *ddpushv1.PushNode) corev1.PersistentVolumeClaim {
 	s := Defaulted(pn).Spec.Storage
 	return corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: VolumeData, Labels: SelectorLabels(pn)},
+		ObjectMeta: metav1.ObjectMeta{Name: VolumeData, Labels: ClaimLabels(pn)},
 		Spec: corev1.PersistentVolumeClaimSpec{
 			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			StorageClassName: s.StorageClassName,
@@ -70,6 +70,17 @@ func VolumeClaimTemplate(pn *ddpushv1.PushNode) corev1.PersistentVolumeClaim {
 			},
 		},
 	}
+}
+
+// ClaimLabels are the labels of the data volume claims: the selector
+// labels and the operator's own, so that the operator's label-filtered
+// cache sees them. (Claims of a StatefulSet created before carry the
+// selector labels only.)
+func ClaimLabels(pn *ddpushv1.PushNode) map[string]string {
+	l := SelectorLabels(pn)
+	l[LabelManagedBy] = ManagedByValue
+	l[LabelComponent] = ComponentValue
+	return l
 }
 
 // Image is the node image pn runs.

@@ -306,20 +306,18 @@ func TestSettingsHashAnnotation(t *testing.T) {
 	}
 
 	changes := map[string]func(*ddpushv1.PushNode){
-		"heartbeatPolicy":  func(p *ddpushv1.PushNode) { p.Spec.Settings.HeartbeatPolicy = "always" },
-		"maxContentLength": func(p *ddpushv1.PushNode) { p.Spec.Settings.MaxContentLength = 100 },
-		"onlineWindow": func(p *ddpushv1.PushNode) {
-			p.Spec.Settings.OnlineWindow = &metav1.Duration{Duration: 30 * time.Second}
-		},
-		"expiryAge":         func(p *ddpushv1.PushNode) { p.Spec.Settings.ExpiryAge = &metav1.Duration{Duration: 2 * time.Hour} },
-		"createByHeartbeat": func(p *ddpushv1.PushNode) { p.Spec.Settings.CreateByHeartbeat = ptr.To(false) },
-		"maxRecords":        func(p *ddpushv1.PushNode) { p.Spec.Settings.MaxRecords = ptr.To[int64](10) },
-		"rateLimit":         func(p *ddpushv1.PushNode) { p.Spec.Settings.RateLimit = ptr.To[int32](0) },
-		"udp":               func(p *ddpushv1.PushNode) { p.Spec.ClientService.UDP = ptr.To(false) },
-		"tcp":               func(p *ddpushv1.PushNode) { p.Spec.ClientService.TCP = ptr.To(false) },
-		"client port":       func(p *ddpushv1.PushNode) { p.Spec.Ports.Client = 1 },
-		"push port":         func(p *ddpushv1.PushNode) { p.Spec.Ports.Push = 1 },
-		"http port":         func(p *ddpushv1.PushNode) { p.Spec.Ports.HTTP = 1 },
+		"heartbeatPolicy":     func(p *ddpushv1.PushNode) { p.Spec.Settings.HeartbeatPolicy = "always" },
+		"maxContentLength":    func(p *ddpushv1.PushNode) { p.Spec.Settings.MaxContentLength = 100 },
+		"onlineWindowSeconds": func(p *ddpushv1.PushNode) { p.Spec.Settings.OnlineWindowSeconds = ptr.To[int32](30) },
+		"expiryAgeSeconds":    func(p *ddpushv1.PushNode) { p.Spec.Settings.ExpiryAgeSeconds = ptr.To[int64](7200) },
+		"createByHeartbeat":   func(p *ddpushv1.PushNode) { p.Spec.Settings.CreateByHeartbeat = ptr.To(false) },
+		"maxRecords":          func(p *ddpushv1.PushNode) { p.Spec.Settings.MaxRecords = ptr.To[int64](10) },
+		"rateLimit":           func(p *ddpushv1.PushNode) { p.Spec.Settings.RateLimit = ptr.To[int32](0) },
+		"udp":                 func(p *ddpushv1.PushNode) { p.Spec.ClientService.UDP = ptr.To(false) },
+		"tcp":                 func(p *ddpushv1.PushNode) { p.Spec.ClientService.TCP = ptr.To(false) },
+		"client port":         func(p *ddpushv1.PushNode) { p.Spec.Ports.Client = 1 },
+		"push port":           func(p *ddpushv1.PushNode) { p.Spec.Ports.Push = 1 },
+		"http port":           func(p *ddpushv1.PushNode) { p.Spec.Ports.HTTP = 1 },
 	}
 	seen := map[string]string{base: "base"}
 	for name, change := range changes {
