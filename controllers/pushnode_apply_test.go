@@ -118,7 +118,7 @@ func TestPushNodeRemovedLabelsLeaveOwnedObjects(t *testing.T) {
 	ns := namespace(t)
 	ctx := context.Background()
 	pn := newPushNode(ns, "labelled")
-	pn.Spec.Labels = map[string]string{"team": "push", "tier": "edge"}
+	pn.Spec.Labels = map[string]ddpushv1.LabelValue{"team": "push", "tier": "edge"}
 	pn.Spec.ClientService.Annotations = map[string]string{"lb.example/kind": "udp", "lb.example/idle": "60"}
 	must(t, k8s.Create(ctx, pn))
 	key := types.NamespacedName{Namespace: ns, Name: "labelled-client"}
@@ -130,7 +130,7 @@ func TestPushNodeRemovedLabelsLeaveOwnedObjects(t *testing.T) {
 	must(t, k8s.Update(ctx, &svc))
 
 	updatePN(t, ns, "labelled", func(pn *ddpushv1.PushNode) {
-		pn.Spec.Labels = map[string]string{"team": "push"}
+		pn.Spec.Labels = map[string]ddpushv1.LabelValue{"team": "push"}
 		pn.Spec.ClientService.Annotations = map[string]string{"lb.example/kind": "udp"}
 	})
 	eventually(t, 20*time.Second, "removed keys leave", func() error {

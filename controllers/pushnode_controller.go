@@ -11,6 +11,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -128,6 +129,10 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 	}
 
+	if applyErr == nil {
+		problems = append(problems, r.reconcileNetworkPolicy(ctx, &pn)...)
+	}
+
 	var sts appsv1.StatefulSet
 	stsPtr := &sts
 	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: builders.StatefulSetName(&pn)}, &sts); err != nil {
@@ -139,7 +144,8 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	problems = append(problems, r.reconcileStorage(ctx, &pn, stsPtr)...)
 
 	st := pn.Status.DeepCopy()
-	r.fillStatus(ctx, &pn, st, stsPtr, problems)
+	problems = r.fillStatus(ctx, &pn, st, stsPtr, problems)
+	r.recordEvents(&pn, pn.Status.Conditions, st.Conditions, problems)
 	if !equality.Semantic.DeepEqual(&pn.Status, st) {
 		pn.Status = *st
 		if err := r.Client.Status().Update(ctx, &pn); err != nil {
@@ -167,7 +173,9 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	return ctrl.Result{}, nil
 }
 
-func (r *PushNodeReconciler) fillStatus(ctx context.Context, pn *ddpushv1.PushNode, st *ddpushv1.PushNodeStatus, sts *appsv1.StatefulSet, problems []problem) {
+// fillStatus computes the status into st and returns every problem found,
+// those passed in and those it finds itself.
+func (r *PushNodeReconciler) fillStatus(ctx context.Context, pn *ddpushv1.PushNode, st *ddpushv1.PushNodeStatus, sts *appsv1.StatefulSet, problems []problem) []problem {
 	d := builders.Defaulted(pn)
 	desired := *d.Spec.Replicas
 	st.ObservedGeneration = pn.Generation
@@ -198,6 +206,7 @@ func (r *PushNodeReconciler) fillStatus(ctx context.Context, pn *ddpushv1.PushNo
 		c.ObservedGeneration = pn.Generation
 		meta.SetStatusCondition(&st.Conditions, c)
 	}
+	return problems
 }
 
 func (r *PushNodeReconciler) clientEndpoint(ctx context.Context, pn *ddpushv1.PushNode) string {
@@ -284,6 +293,7 @@ func (r *PushNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Secret{}).
 		Owns(&corev1.Service{}).
 		Owns(&appsv1.StatefulSet{}).
+		Owns(&networkingv1.NetworkPolicy{}).
 		Named("pushnode").
 		Complete(r)
 }

@@ -48,7 +48,7 @@ func TestPushNodeCreatesItsObjects(t *testing.T) {
 	ns := namespace(t)
 	ctx := context.Background()
 	pn := newPushNode(ns, "alpha")
-	pn.Spec.Labels = map[string]string{"team": "push"}
+	pn.Spec.Labels = map[string]ddpushv1.LabelValue{"team": "push"}
 	pn.Spec.ClientService.Type = corev1.ServiceTypeLoadBalancer
 	pn.Spec.ClientService.Annotations = map[string]string{"lb.example/kind": "udp"}
 	if err := k8s.Create(ctx, pn); err != nil {

@@ -8,6 +8,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -63,11 +64,12 @@ func Setup(mgr ctrl.Manager, opt Options) error {
 func CacheOptions(namespaces []string) cache.Options {
 	owned := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{builders.LabelManagedBy: builders.ManagedByValue})}
 	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}:      owned,
-		&corev1.ConfigMap{}:   owned,
-		&corev1.Service{}:     owned,
-		&corev1.Pod{}:         owned,
-		&appsv1.StatefulSet{}: owned,
+		&corev1.Secret{}:              owned,
+		&corev1.ConfigMap{}:           owned,
+		&corev1.Service{}:             owned,
+		&corev1.Pod{}:                 owned,
+		&appsv1.StatefulSet{}:         owned,
+		&networkingv1.NetworkPolicy{}: owned,
 	}}
 	if len(namespaces) > 0 {
 		opts.DefaultNamespaces = map[string]cache.Config{}

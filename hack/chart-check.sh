@@ -4,10 +4,10 @@
 #      changes nothing, and no generated chart file differs from git);
 #   2. `helm lint --strict`, with the default values and each ci/*-values.yaml;
 #   3. `helm template` with the default values and with every optional
-#      feature on (ci/all-features-values.yaml: ServiceMonitor,
-#      NetworkPolicy, CRDs off, …) renders objects that parse and decode
+#      feature on (ci/all-features-values.yaml: ServiceMonitor, CRDs off,
+#      NetworkPolicy namespaces, …) renders objects that parse and decode
 #      strictly (hack/manifestcheck), and the right ones;
-#   4. the schema refuses a wrong value;
+#   4. the schema refuses a wrong value, and kubeVersion a too old cluster;
 #   5. the chart's default image is the one the manager names by default.
 # Needs no cluster. helm is built from source by hack/tools.sh.
 set -euo pipefail
@@ -81,36 +81,62 @@ expect_count default CustomResourceDefinition "${#crds[@]}"
 expect_count default Deployment 1
 expect_count default Service 1
 expect_count default ServiceAccount 1
-expect_count default ClusterRole 3
+expect_count default ClusterRole 4
 expect_count default ClusterRoleBinding 1
 expect_count default Role 1
 expect_count default RoleBinding 1
 expect_count default ServiceMonitor 0
+# The operator makes one NetworkPolicy per PushNode; the chart none.
 expect_count default NetworkPolicy 0
+# The helm test pod.
+expect_count default Pod 1
 grep -qx "        image: ${default_image}" "${tmp}/default.yaml" ||
   fail "default: the manager's image is not ${default_image}"
 grep -qx -- "        - --pushnode-image=${default_image}" "${tmp}/default.yaml" ||
   fail "default: --pushnode-image is not ${default_image}"
 [[ $(grep -c '^    helm.sh/resource-policy: keep$' "${tmp}/default.yaml") == "${#crds[@]}" ]] ||
   fail "default: every CRD must have helm.sh/resource-policy: keep"
+for arg in --metrics-bind-address=:8443 --metrics-secure=true --network-policy=true; do
+  grep -qx -- "        - ${arg}" "${tmp}/default.yaml" || fail "default: the manager lacks ${arg}"
+done
+grep -qx -- "        - --network-policy-allowed-namespaces=.*" "${tmp}/default.yaml" &&
+  fail "default: --network-policy-allowed-namespaces with no namespaces"
+grep -qx 'ClusterRole/-/ddpush-ddpush-operator-metrics-reader' "${tmp}/default.objects" ||
+  fail "default: no metrics-reader ClusterRole"
+grep -qx -- "    - --server=pushnode-sample-internal.default.svc:9999" "${tmp}/default.yaml" ||
+  fail "default: the helm test does not push to pushnode-sample's internal Service"
+grep -qx "    helm.sh/hook: test" "${tmp}/default.yaml" || fail "default: the test pod is not a test hook"
 
 step "helm template, every optional feature on"
 render all-features -f "${chart}/ci/all-features-values.yaml"
 expect_count all-features CustomResourceDefinition 0
 expect_count all-features ServiceMonitor 1
-# One per networkPolicy.pushNodeNamespaces entry in the ci values.
-expect_count all-features NetworkPolicy 2
+expect_count all-features NetworkPolicy 0
+grep -qx -- "        - --network-policy-allowed-namespaces=apps,monitoring" "${tmp}/all-features.yaml" ||
+  fail "all-features: networkPolicy.allowedNamespaces is not passed to the manager"
+grep -qx -- "    - --server=10.0.0.7:9999" "${tmp}/all-features.yaml" ||
+  fail "all-features: tests.server is not what the test pushes to"
+grep -qx -- "    scheme: https" "${tmp}/all-features.yaml" ||
+  fail "all-features: the ServiceMonitor does not scrape the secure metrics over HTTPS"
 expect_count all-features Deployment 1
 grep -qx -- "        - --pushnode-image=registry.example.com/ddpush/pushnode:v0.1.0-rc.1" "${tmp}/all-features.yaml" ||
   fail "all-features: pushNode.image is not passed to the manager"
 grep -qx -- '        - "--zap-log-level=debug"' "${tmp}/all-features.yaml" ||
   fail "all-features: extraArgs are not passed to the manager"
 
-step "helm template, network policy in the release namespace only"
-render netpol-default --set networkPolicy.enabled=true
-expect_count netpol-default NetworkPolicy 1
-grep -qx 'NetworkPolicy/ddpush-system/.*' "${tmp}/netpol-default.objects" ||
-  fail "netpol-default: the NetworkPolicy is not in the release namespace"
+step "helm template, plain metrics and no network policies"
+render plain --set metrics.secure=false --set networkPolicy.enabled=false --set serviceMonitor.enabled=true
+expect_count plain ClusterRole 3
+for arg in --metrics-secure=false --network-policy=false; do
+  grep -qx -- "        - ${arg}" "${tmp}/plain.yaml" || fail "plain: the manager lacks ${arg}"
+done
+grep -qx -- "    scheme: http" "${tmp}/plain.yaml" || fail "plain: the ServiceMonitor does not scrape over HTTP"
+
+step "kubeVersion: 1.27 or later"
+"${HELM}" template ddpush "${chart}" --kube-version 1.27.0 >/dev/null || fail "refused Kubernetes 1.27"
+if "${HELM}" template ddpush "${chart}" --kube-version 1.26.9 >/dev/null 2>&1; then
+  fail "accepted Kubernetes 1.26"
+fi
 
 step "helm template, namespace-scoped install"
 render scoped --set 'watchNamespaces={push,push-staging}'
@@ -133,7 +159,9 @@ if grep -q -- "--watch-namespaces" "${tmp}/default.yaml"; then
 fi
 
 step "the values schema refuses wrong values"
-for bad in networkPolicy.enabled=yes replicaCount=two noSuchValue=1 image.pullPolicy=Sometimes 'watchNamespaces={Not_A_Namespace}'; do
+for bad in networkPolicy.enabled=yes replicaCount=two noSuchValue=1 image.pullPolicy=Sometimes \
+  networkPolicy.pushNodeNamespaces[0]=push metrics.secure=maybe tests.server=no-port tests.userId= \
+  networkPolicy.allowedNamespaces[0]=Not_A_Namespace 'watchNamespaces={Not_A_Namespace}'; do
   if "${HELM}" template ddpush "${chart}" --set "${bad}" >/dev/null 2>&1; then
     fail "the schema accepted --set ${bad}"
   fi

@@ -18,6 +18,8 @@ pm=pushmessage-sample
 user=10001
 
 t0=${SECONDS}
+# shellcheck source=hack/lib/progress.sh
+source "${repo}/hack/lib/progress.sh"
 step() { printf '\n==> [%3ds] %s\n' "$((SECONDS - t0))" "$*"; }
 note() { printf '    %s\n' "$*"; }
 fail() {
@@ -43,19 +45,31 @@ cache_root="${DDPUSH_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ddpush-operator}
 k8s_version="$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' hack/k8s/go.mod)"
 if [[ ! -x "${cache_root}/k8s/${k8s_version}/kube-apiserver" ]]; then
   note "first run: building etcd and Kubernetes ${k8s_version} (apiserver, controller-manager, scheduler)"
-  note "from source into ${cache_root}/k8s; this takes about 10 minutes on 2 cores, once per machine"
+  note "from source into ${cache_root}/k8s, once per machine: about 10 minutes on 2 idle cores, longer on a"
+  note "busy machine; with helm and this repository's programs, a cold first run took 18 minutes. Progress every 30s."
 fi
 k8s_bin="$(hack/k8s-binaries.sh)"
 if [[ "${install}" == helm ]]; then
   helm_version="$(sed -n 's/.*\[helm\]="[^ ]* \(v[^"]*\)".*/\1/p' hack/tools.sh)"
   if [[ ! -x "${cache_root}/tools/helm-${helm_version}/helm" ]]; then
-    note "first run: building helm ${helm_version} from source (a few minutes, once per machine)"
+    note "first run: building helm ${helm_version} from source (about 2½ minutes after Kubernetes, once per machine)"
   fi
   helm="$(hack/tools.sh helm)"
+  # Where a user finds it for the commands printed at the end.
+  mkdir -p bin
+  ln -sfn "${helm}" bin/helm
 fi
-make --no-print-directory build >/dev/null
-go build -o bin/localcluster ./hack/localcluster
-note "bin/manager bin/pushnode bin/pushctl bin/localcluster; Kubernetes binaries in ${k8s_bin}"
+# With a cold Go build cache this compiles some 1000 packages (the manager
+# uses controller-runtime and parts of the API server): minutes, not seconds.
+build_log="$(mktemp)"
+build_total="$(go list -deps ./cmd/manager ./cmd/pushnode ./cmd/pushctl ./hack/localcluster 2>/dev/null | wc -l || true)"
+[[ ${build_total} =~ ^[1-9][0-9]*$ ]] || build_total=""
+GOFLAGS="${GOFLAGS:+${GOFLAGS} }-v" go_build_progress "    building bin/manager bin/pushnode bin/pushctl bin/localcluster" \
+  "${build_log}" "${build_total}" \
+  bash -c 'make --no-print-directory build && go build -o bin/localcluster ./hack/localcluster' ||
+  fail "the build failed (see above)"
+rm -f "${build_log}"
+note "bin/manager bin/pushnode bin/pushctl bin/localcluster${helm:+ bin/helm}; Kubernetes binaries in ${k8s_bin}"
 
 # 2. A fresh local cluster.
 step "starting the local cluster (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, pod runner)"
@@ -142,6 +156,16 @@ fi
 step "what the phone printed"
 sed 's/^/    phone: /' "${phone_log}"
 
+helm_hint=""
+if [[ "${install}" == helm ]]; then
+  helm_hint="# The operator installed with helm (bin/helm, built from source); helm test
+# pushes through the node's push port from a pod running pushctl. There is
+# no cluster DNS here, so point the test at the pod IP:
+bin/helm upgrade ddpush charts/ddpush-operator -n ${ns_op} --reuse-values --set tests.server=${ip}:9999
+bin/helm test ddpush -n ${ns_op}
+
+"
+fi
 step "done in $((SECONDS - t0))s. Try next:"
 cat <<EOF
 
@@ -160,7 +184,7 @@ bin/pushctl lookup --http http://${ip}:8080 --token "\$TOKEN" --user ${user}
 bin/pushctl events --http http://${ip}:8080 --token "\$TOKEN"
 # the web console (sign in with the token): http://${ip}:8080/console/
 
-# The Kubernetes way:
+${helm_hint}# The Kubernetes way:
 kubectl create -f - <<'YAML'
 apiVersion: ddpush.dev/v1alpha1
 kind: PushMessage

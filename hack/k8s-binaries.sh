@@ -23,6 +23,8 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 mod_dir="${repo_root}/hack/k8s"
 
 log() { printf 'k8s-binaries: %s\n' "$*" >&2; }
+# shellcheck source=hack/lib/progress.sh
+source "${repo_root}/hack/lib/progress.sh"
 
 # The Kubernetes version is whatever hack/k8s/go.mod pins.
 k8s_version="$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "${mod_dir}/go.mod")"
@@ -104,7 +106,7 @@ fi
 mkdir -p "${cache_root}/k8s"
 exec 9>"${cache_root}/k8s/.lock"
 if command -v flock >/dev/null 2>&1; then
-  flock 9
+  wait_lock_progress "k8s-binaries" 9
   if up_to_date; then # another process built it while we waited
     echo "${out_dir}"
     exit 0
@@ -114,7 +116,7 @@ if command -v flock >/dev/null 2>&1; then
 fi
 
 log "building ${binaries[*]} ${k8s_version} from source into ${out_dir}"
-log "a cold build takes about 5-10 minutes on 2 cores (once per machine and version); with a warm Go build cache, under a minute"
+log "a cold build takes about 10 minutes on 2 idle cores, much longer on a busy machine (once per machine and version); with a warm Go build cache, under a minute. Progress every ${PROGRESS_INTERVAL:-30}s."
 
 tmp_dir="$(mktemp -d "${cache_root}/k8s/.${k8s_version}.tmp.XXXXXX")"
 chmod 755 "${tmp_dir}"
@@ -126,7 +128,14 @@ cleanup() {
 trap cleanup EXIT
 
 start=${SECONDS}
-go build "${build_flags[@]}" -o "${tmp_dir}/" "${packages[@]}" >&2
+# The packages the build may compile, for the progress lines. Listing them
+# downloads the modules they are in (its "go: downloading" lines show).
+log "listing the packages to build (and downloading their modules)"
+total="$(go list -mod=readonly -deps -tags=selinux,notest,grpcnotrace "${packages[@]}" | wc -l || true)"
+[[ ${total} =~ ^[1-9][0-9]*$ ]] || total=""
+go_build_progress "k8s-binaries: building Kubernetes ${k8s_version}" "${tmp_dir}/build.log" "${total}" \
+  go build -v "${build_flags[@]}" -o "${tmp_dir}/" "${packages[@]}"
+rm -f "${tmp_dir}/build.log"
 
 for b in "${binaries[@]}"; do
   if [[ ! -x "${tmp_dir}/${b}" ]]; then

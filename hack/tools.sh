@@ -16,6 +16,8 @@
 set -euo pipefail
 
 log() { printf 'tools: %s\n' "$*" >&2; }
+# shellcheck source=hack/lib/progress.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/progress.sh"
 
 # name -> "package version"
 declare -A tools=(
@@ -98,7 +100,7 @@ ensure_tool() {
     # Serialise installs of the same tool from several clones or make jobs.
     exec 9>"${cache_root}/tools/.${name}.lock"
     if command -v flock >/dev/null 2>&1; then
-      flock 9
+      wait_lock_progress "tools: ${name}" 9
       if [[ -x "${bin}" && -f "${dir}/.stamp" && "$(cat "${dir}/.stamp")" == "${want}" ]]; then
         exit 0
       fi
@@ -116,7 +118,9 @@ ensure_tool() {
     local ldflags
     ldflags="$(tool_ldflags "${name}" "${pkg}" "${version}")"
     # From a neutral directory, so no go.mod of the caller's is consulted.
-    (cd "${tmp}" && GOBIN="${tmp}" go install "${flags[@]}" "-ldflags=-s -w ${ldflags}" "${pkg}@${version}") >&2
+    (cd "${tmp}" && GOBIN="${tmp}" go_build_progress "tools: building ${name} ${version}" "${tmp}/.build.log" "" \
+      go install -v "${flags[@]}" "-ldflags=-s -w ${ldflags}" "${pkg}@${version}")
+    rm -f "${tmp}/.build.log"
     if [[ ! -x "${tmp}/${name}" ]]; then
       log "go install did not produce ${tmp}/${name}"
       exit 1

@@ -154,7 +154,8 @@ type PushMessageStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=pm,categories=ddpush
 // +kubebuilder:printcolumn:name="Node",type=string,JSONPath=`.spec.pushNodeName`
-// +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.status.targetUUID`
+// +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.spec['uuid','userId']`,description="The spec's uuid or userId"
+// +kubebuilder:printcolumn:name="UUID",type=string,JSONPath=`.status.targetUUID`,priority=1
 // +kubebuilder:printcolumn:name="Kind",type=string,JSONPath=`.spec.kind`
 // +kubebuilder:printcolumn:name="Phase",type=string,JSONPath=`.status.phase`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.reason`,priority=1

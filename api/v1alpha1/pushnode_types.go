@@ -55,9 +55,8 @@ type PushNodeSpec struct {
 	// NodeSelector of the node pods.
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && (!k.contains('/') || k.indexOf('/') <= 253) && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="every key of nodeSelector must be a qualified name: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 63 && self[k].matches('^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$'))",message="every value of nodeSelector must be a label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
 	// +optional
-	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+	NodeSelector map[string]LabelValue `json:"nodeSelector,omitempty"`
 
 	// Tolerations of the node pods.
 	// +optional
@@ -70,15 +69,40 @@ type PushNodeSpec struct {
 	// Labels added to every object the operator creates for this node.
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && (!k.contains('/') || k.indexOf('/') <= 253) && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="every key of labels must be a qualified name: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
-	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 63 && self[k].matches('^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$'))",message="every value of labels must be a label value: at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
 	// +optional
-	Labels map[string]string `json:"labels,omitempty"`
+	Labels map[string]LabelValue `json:"labels,omitempty"`
 
 	// Annotations added to every object the operator creates for this node.
 	// +kubebuilder:validation:MaxProperties=64
 	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 317 && (!k.contains('/') || k.indexOf('/') <= 253) && k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))",message="every key of annotations must be a qualified name: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
 	// +optional
 	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// NetworkPolicy is the operator's NetworkPolicy for the node pods.
+	// +optional
+	NetworkPolicy *NetworkPolicySpec `json:"networkPolicy,omitempty"`
+}
+
+// NetworkPolicySpec shapes the NetworkPolicy the operator keeps for the
+// node pods: phones reach the client port from anywhere; the push port
+// (which has no authentication) and the HTTP API only from the PushNode's
+// own namespace, the operator's, and AllowedNamespaces. It takes effect
+// where the cluster's network plugin enforces NetworkPolicy.
+type NetworkPolicySpec struct {
+	// Enabled keeps the NetworkPolicy (false deletes it). Unset follows the
+	// operator's --network-policy flag (the chart's networkPolicy.enabled).
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
+	// AllowedNamespaces may also reach the push port and the HTTP API (app
+	// servers, Prometheus), in addition to those the operator allows for
+	// every PushNode (--network-policy-allowed-namespaces).
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	// +optional
+	AllowedNamespaces []string `json:"allowedNamespaces,omitempty"`
 }
 
 // PushNodePorts are the node's ports.
@@ -260,9 +284,11 @@ type PushNodeStatus struct {
 // +kubebuilder:subresource:scale:specpath=.spec.replicas,statuspath=.status.replicas,selectorpath=.status.selector
 // +kubebuilder:resource:shortName=pn,categories=ddpush
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.ready`
+// +kubebuilder:printcolumn:name="Available",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].status`
+// +kubebuilder:printcolumn:name="Degraded",type=string,JSONPath=`.status.conditions[?(@.type=="Degraded")].status`
 // +kubebuilder:printcolumn:name="Records",type=integer,JSONPath=`.status.records`
 // +kubebuilder:printcolumn:name="Online",type=integer,JSONPath=`.status.online`
-// +kubebuilder:printcolumn:name="Available",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].status`,priority=1
+// +kubebuilder:printcolumn:name="Problem",type=string,JSONPath=`.status.conditions[?(@.type=="Degraded")].message`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
 // PushNode is a DDPush-compatible push node: a StatefulSet running the
@@ -292,4 +318,28 @@ type PushNodeList struct {
 
 func init() {
 	SchemeBuilder.Register(&PushNode{}, &PushNodeList{})
+}
+
+// A pattern with a length bound, not a CEL rule, checks label values: the
+// apiserver estimates a CEL rule's cost from the longest string it could
+// meet, and a regular expression over an unbounded map value costs more than
+// a CRD may spend, so the CRD is refused.
+
+// LabelValue is a label value: at most 63 letters, digits, '-', '_' or '.',
+// starting and ending with a letter or digit.
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:Pattern=`^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?$`
+type LabelValue string
+
+// StringMap returns the map as plain strings, as object metadata and pod
+// specs take it.
+func StringMap(m map[string]LabelValue) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = string(v)
+	}
+	return out
 }

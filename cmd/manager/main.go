@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -13,7 +14,6 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
 	"github.com/ddpush/ddpush-operator/controllers"
@@ -32,9 +32,14 @@ func defaultTag() string {
 }
 
 func main() {
-	var metricsAddr, probeAddr, image, leaderNS string
-	var leaderElect bool
-	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the metrics endpoint (0 disables it)")
+	var metricsAddr, probeAddr, image, leaderNS, netpolAllowed string
+	var leaderElect, secureMetrics, netpol bool
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "address of the metrics endpoint (0 disables it)")
+	flag.BoolVar(&secureMetrics, "metrics-secure", true,
+		"serve metrics over HTTPS to callers the API server authenticates and authorizes for get /metrics; false serves plain HTTP to anyone")
+	flag.BoolVar(&netpol, "network-policy", true, "give every PushNode a NetworkPolicy unless its spec.networkPolicy.enabled says otherwise")
+	flag.StringVar(&netpolAllowed, "network-policy-allowed-namespaces", "",
+		"comma-separated namespaces allowed to reach every node's push port and HTTP API, besides the node's own and the operator's")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "elect a leader so that only one manager acts at a time")
 	flag.StringVar(&leaderNS, "leader-election-namespace", os.Getenv("POD_NAMESPACE"),
@@ -66,7 +71,7 @@ func main() {
 
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
 		Scheme:                  scheme,
-		Metrics:                 metricsserver.Options{BindAddress: metricsAddr},
+		Metrics:                 metricsOptions(metricsAddr, secureMetrics),
 		HealthProbeBindAddress:  probeAddr,
 		LeaderElection:          leaderElect,
 		LeaderElectionID:        "ddpush-operator.ddpush.dev",
@@ -77,7 +82,10 @@ func main() {
 		log.Error(err, "cannot create the manager")
 		os.Exit(1)
 	}
-	if err := controllers.Setup(mgr, controllers.Options{Builders: builders.Options{DefaultImage: image}}); err != nil {
+	bopts := builders.Options{DefaultImage: image, NetworkPolicy: builders.NetworkPolicyOptions{
+		Enabled: netpol, OperatorNamespace: leaderNS, AllowedNamespaces: splitList(netpolAllowed),
+	}}
+	if err := controllers.Setup(mgr, controllers.Options{Builders: bopts}); err != nil {
 		log.Error(err, "cannot set up the controllers")
 		os.Exit(1)
 	}
@@ -88,4 +96,15 @@ func main() {
 		log.Error(err, "manager stopped")
 		os.Exit(1)
 	}
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -33,6 +33,8 @@ type Options struct {
 	DefaultImage string
 	// NewToken makes the API token of a new Secret.
 	NewToken func() (string, error)
+	// NetworkPolicy are the operator-wide NetworkPolicy settings.
+	NetworkPolicy NetworkPolicyOptions
 }
 
 // Names of the objects of a PushNode.
@@ -71,7 +73,7 @@ func SelectorLabels(pn *ddpushv1.PushNode) map[string]string {
 
 // Labels are put on every object of a PushNode.
 func Labels(pn *ddpushv1.PushNode) map[string]string {
-	l := maps.Clone(pn.Spec.Labels)
+	l := ddpushv1.StringMap(pn.Spec.Labels)
 	if l == nil {
 		l = map[string]string{}
 	}

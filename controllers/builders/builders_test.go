@@ -254,7 +254,7 @@ func TestDefaultedKeepsSetValues(t *testing.T) {
 
 func TestBuildersDoNotMutatePushNode(t *testing.T) {
 	pn := customPN()
-	pn.Spec.Labels = map[string]string{"team": "mobile"}
+	pn.Spec.Labels = map[string]ddpushv1.LabelValue{"team": "mobile"}
 	pn.Spec.Annotations = map[string]string{"owner": "alice"}
 	pn.Spec.ClientService.Annotations = map[string]string{"lb": "x"}
 	before := pn.DeepCopy()

@@ -91,7 +91,7 @@ func TestNodeEnvExpiryZeroKeepsRecords(t *testing.T) {
 
 func TestConfigMap(t *testing.T) {
 	pn := customPN()
-	pn.Spec.Labels = map[string]string{"team": "mobile", LabelName: "not-pushnode"}
+	pn.Spec.Labels = map[string]ddpushv1.LabelValue{"team": "mobile", LabelName: "not-pushnode"}
 	pn.Spec.Annotations = map[string]string{"owner": "alice@example.com"}
 	cm := buildConfigMap(t, pn)
 
@@ -116,7 +116,7 @@ func TestConfigMap(t *testing.T) {
 
 func TestConfigMapKeepsForeignMetadata(t *testing.T) {
 	pn := newPN()
-	pn.Spec.Labels = map[string]string{"team": "mobile"}
+	pn.Spec.Labels = map[string]ddpushv1.LabelValue{"team": "mobile"}
 	pn.Spec.Annotations = map[string]string{"owner": "alice"}
 	b := &ConfigMapBuilder{pn}
 	cm := b.Object().(*corev1.ConfigMap)

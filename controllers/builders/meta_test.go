@@ -5,13 +5,15 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+
+	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
 )
 
 // Keys removed from spec.labels, spec.annotations or
 // clientService.annotations leave every owned object; keys others set stay.
 func TestRemovedKeysLeaveOwnedObjects(t *testing.T) {
 	pn := newPN()
-	pn.Spec.Labels = map[string]string{"team": "mobile", "tier": "edge"}
+	pn.Spec.Labels = map[string]ddpushv1.LabelValue{"team": "mobile", "tier": "edge"}
 	pn.Spec.Annotations = map[string]string{"owner": "alice", "cost": "7"}
 	pn.Spec.ClientService.Annotations = map[string]string{"lb.example/kind": "udp", "lb.example/idle": "60"}
 	for _, b := range For(pn, Options{NewToken: func() (string, error) { return "t", nil }}) {
@@ -26,7 +28,7 @@ func TestRemovedKeysLeaveOwnedObjects(t *testing.T) {
 		obj.SetLabels(l)
 		obj.SetAnnotations(a)
 
-		pn.Spec.Labels = map[string]string{"team": "mobile"}
+		pn.Spec.Labels = map[string]ddpushv1.LabelValue{"team": "mobile"}
 		pn.Spec.Annotations = map[string]string{"owner": "bob"}
 		pn.Spec.ClientService.Annotations = map[string]string{"lb.example/kind": "udp"}
 		if err := b.Update(obj); err != nil {
@@ -55,7 +57,7 @@ func TestRemovedKeysLeaveOwnedObjects(t *testing.T) {
 			}
 		}
 		// Back to the first spec for the next object.
-		pn.Spec.Labels = map[string]string{"team": "mobile", "tier": "edge"}
+		pn.Spec.Labels = map[string]ddpushv1.LabelValue{"team": "mobile", "tier": "edge"}
 		pn.Spec.Annotations = map[string]string{"owner": "alice", "cost": "7"}
 		pn.Spec.ClientService.Annotations = map[string]string{"lb.example/kind": "udp", "lb.example/idle": "60"}
 	}

@@ -138,7 +138,7 @@ func PodTemplate(pn *ddpushv1.PushNode, defaultImage string) corev1.PodTemplateS
 			AutomountServiceAccountToken:  ptr.To(false),
 			EnableServiceLinks:            ptr.To(false),
 			TerminationGracePeriodSeconds: ptr.To[int64](30),
-			NodeSelector:                  s.NodeSelector,
+			NodeSelector:                  ddpushv1.StringMap(s.NodeSelector),
 			Tolerations:                   s.Tolerations,
 			Affinity:                      s.Affinity,
 			SecurityContext: &corev1.PodSecurityContext{

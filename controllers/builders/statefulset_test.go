@@ -209,7 +209,7 @@ func TestStatefulSetContainerPortsPerTransport(t *testing.T) {
 
 func TestStatefulSetPassThrough(t *testing.T) {
 	pn := newPN()
-	pn.Spec.NodeSelector = map[string]string{"kubernetes.io/arch": "arm64"}
+	pn.Spec.NodeSelector = map[string]ddpushv1.LabelValue{"kubernetes.io/arch": "arm64"}
 	pn.Spec.Tolerations = []corev1.Toleration{{Key: "edge", Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}}
 	pn.Spec.Affinity = &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
 		RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{{
@@ -220,11 +220,11 @@ func TestStatefulSetPassThrough(t *testing.T) {
 		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("250m"), corev1.ResourceMemory: resource.MustParse("256Mi")},
 		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")},
 	}
-	pn.Spec.Labels = map[string]string{"team": "mobile"}
+	pn.Spec.Labels = map[string]ddpushv1.LabelValue{"team": "mobile"}
 	pn.Spec.Annotations = map[string]string{"owner": "alice"}
 	sts := buildSTS(t, pn)
 	ps := sts.Spec.Template.Spec
-	if !reflect.DeepEqual(ps.NodeSelector, pn.Spec.NodeSelector) {
+	if !reflect.DeepEqual(ps.NodeSelector, ddpushv1.StringMap(pn.Spec.NodeSelector)) {
 		t.Errorf("nodeSelector = %v", ps.NodeSelector)
 	}
 	if !reflect.DeepEqual(ps.Tolerations, pn.Spec.Tolerations) {
@@ -338,7 +338,7 @@ func TestSettingsHashAnnotation(t *testing.T) {
 			p.Spec.Resources = corev1.ResourceRequirements{Limits: corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("2Gi")}}
 		},
 		"image":        func(p *ddpushv1.PushNode) { p.Spec.Image = "other:v9" },
-		"nodeSelector": func(p *ddpushv1.PushNode) { p.Spec.NodeSelector = map[string]string{"a": "b"} },
+		"nodeSelector": func(p *ddpushv1.PushNode) { p.Spec.NodeSelector = map[string]ddpushv1.LabelValue{"a": "b"} },
 		"storage size": func(p *ddpushv1.PushNode) { p.Spec.Storage.Size = resource.MustParse("9Gi") },
 		"generation":   func(p *ddpushv1.PushNode) { p.Generation = 42 },
 	}
@@ -399,7 +399,7 @@ func TestStatefulSetExistingKeepsImmutableFields(t *testing.T) {
 	pn.Spec.Storage.StorageClassName = ptr.To("fast")
 	pn.Spec.Storage.WhenDeleted = ddpushv1.PVCDelete
 	pn.Spec.Settings.MaxContentLength = 100
-	pn.Spec.Labels = map[string]string{"team": "mobile"}
+	pn.Spec.Labels = map[string]ddpushv1.LabelValue{"team": "mobile"}
 	pn.Spec.Image = "mine:v2"
 	if err := b.Update(sts); err != nil {
 		t.Fatal(err)
@@ -470,7 +470,7 @@ func TestStatefulSetNewGetsStorageChange(t *testing.T) {
 
 func TestStatefulSetUpdateIdempotent(t *testing.T) {
 	pn := customPN()
-	pn.Spec.Labels = map[string]string{"team": "mobile"}
+	pn.Spec.Labels = map[string]ddpushv1.LabelValue{"team": "mobile"}
 	pn.Spec.Annotations = map[string]string{"owner": "alice"}
 	b := &StatefulSetBuilder{pn, testImage}
 	sts := b.Object().(*appsv1.StatefulSet)
