@@ -192,7 +192,7 @@ func TestPushNodeValidation(t *testing.T) {
 			p.Spec.ClientService.UDP, p.Spec.ClientService.TCP = ptr.To(false), ptr.To(false)
 		}, "at least one of udp and tcp"},
 		{"bad policy", func(p *ddpushv1.PushNode) { p.Spec.Settings.HeartbeatPolicy = "sometimes" }, "Unsupported value"},
-		{"content too long", func(p *ddpushv1.PushNode) { p.Spec.Settings.MaxContentLength = 70000 }, "65535"},
+		{"content too long", func(p *ddpushv1.PushNode) { p.Spec.Settings.MaxContentLength = 70000 }, "65502"},
 		{"bad service type", func(p *ddpushv1.PushNode) { p.Spec.ClientService.Type = "ExternalName" }, "Unsupported value"},
 	} {
 		pn := newPushNode(ns, "invalid")

@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"k8s.io/utils/ptr"
 	"strings"
 	"testing"
 	"time"
@@ -57,19 +58,24 @@ func TestPushNodeEventsOnStorageShrink(t *testing.T) {
 	startManager(t, &testLocator{})
 	ns := namespace(t)
 	ctx := context.Background()
+	class := storageClass(t, true)
 	pn := newPushNode(ns, "shrink")
-	pn.Spec.Storage.Size = resource.MustParse("2Gi")
+	pn.Spec.Storage.Size = ptr.To(resource.MustParse("2Gi"))
+	pn.Spec.Storage.StorageClassName = ptr.To(class)
 	must(t, k8s.Create(ctx, pn))
 	eventually(t, 20*time.Second, "statefulset", func() error {
 		return k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "shrink"}, &appsv1.StatefulSet{})
 	})
-	updatePN(t, ns, "shrink", func(pn *ddpushv1.PushNode) { pn.Spec.Storage.Size = resource.MustParse("1Gi") })
+	// A shrink is judged against the real claims: envtest runs no
+	// StatefulSet controller, so the test makes the claim.
+	boundClaim(t, ns, "shrink", class, "2Gi")
+	updatePN(t, ns, "shrink", func(pn *ddpushv1.PushNode) { pn.Spec.Storage.Size = ptr.To(resource.MustParse("1Gi")) })
 	e := waitEvent(t, ns, "shrink", corev1.EventTypeWarning, "StorageShrinkRefused", "cannot shrink")
 	if e.Action != "ResizeStorage" || e.ReportingController == "" {
 		t.Errorf("event action %q, reporting controller %q", e.Action, e.ReportingController)
 	}
 	// Setting it back clears the problem, and says so.
-	updatePN(t, ns, "shrink", func(pn *ddpushv1.PushNode) { pn.Spec.Storage.Size = resource.MustParse("2Gi") })
+	updatePN(t, ns, "shrink", func(pn *ddpushv1.PushNode) { pn.Spec.Storage.Size = ptr.To(resource.MustParse("2Gi")) })
 	waitEvent(t, ns, "shrink", corev1.EventTypeNormal, controllers.EventRecovered, "")
 }
 

@@ -40,7 +40,7 @@ func (r *PushNodeReconciler) reconcileStorage(ctx context.Context, pn *ddpushv1.
 	if sts == nil || len(sts.Spec.VolumeClaimTemplates) == 0 || !sts.DeletionTimestamp.IsZero() {
 		return nil
 	}
-	want := builders.Defaulted(pn).Spec.Storage.Size
+	want := *builders.Defaulted(pn).Spec.Storage.Size
 	claims, probs := r.dataClaims(ctx, pn, sts)
 	if len(probs) > 0 {
 		return probs

@@ -107,7 +107,7 @@ func TestPushNodeStorageGrowthReachesClaimsAndTemplate(t *testing.T) {
 	})
 	boundClaim(t, ns, "grow", class, "1Gi")
 
-	updatePN(t, ns, "grow", func(pn *ddpushv1.PushNode) { pn.Spec.Storage.Size = resource.MustParse("3Gi") })
+	updatePN(t, ns, "grow", func(pn *ddpushv1.PushNode) { pn.Spec.Storage.Size = ptr.To(resource.MustParse("3Gi")) })
 	eventually(t, 20*time.Second, "claim grown", func() error {
 		if got := claimSize(t, ns, "grow"); got.Cmp(resource.MustParse("3Gi")) != 0 {
 			return fmt.Errorf("claim %s", got.String())
@@ -162,7 +162,7 @@ func TestPushNodeStorageShrinkIsJudgedAgainstClaims(t *testing.T) {
 	})
 	// The template says 1Gi; the claim is 5Gi.
 	boundClaim(t, ns, "shrink", class, "5Gi")
-	updatePN(t, ns, "shrink", func(pn *ddpushv1.PushNode) { pn.Spec.Storage.Size = resource.MustParse("2Gi") })
+	updatePN(t, ns, "shrink", func(pn *ddpushv1.PushNode) { pn.Spec.Storage.Size = ptr.To(resource.MustParse("2Gi")) })
 	eventually(t, 20*time.Second, "shrink refused", func() error {
 		c := degraded(t, ns, "shrink")
 		if c == nil || c.Status != metav1.ConditionTrue || c.Reason != controllers.ReasonStorageShrinkRefused ||
@@ -180,7 +180,7 @@ func TestPushNodeStorageShrinkIsJudgedAgainstClaims(t *testing.T) {
 		t.Errorf("StatefulSet replaced although the size was refused")
 	}
 	// Back to the claim's size: accepted, and the template follows.
-	updatePN(t, ns, "shrink", func(pn *ddpushv1.PushNode) { pn.Spec.Storage.Size = resource.MustParse("5Gi") })
+	updatePN(t, ns, "shrink", func(pn *ddpushv1.PushNode) { pn.Spec.Storage.Size = ptr.To(resource.MustParse("5Gi")) })
 	finishOrphanDeletion(t, ns, "shrink", sts.UID)
 	eventually(t, 20*time.Second, "template follows", func() error {
 		var again appsv1.StatefulSet
@@ -214,7 +214,7 @@ func TestPushNodeStorageExpansionRefusedByClass(t *testing.T) {
 	boundClaim(t, ns, "fixed", class, "1Gi")
 	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		pn := getPN(t, ns, "fixed")
-		pn.Spec.Storage.Size = resource.MustParse("2Gi")
+		pn.Spec.Storage.Size = ptr.To(resource.MustParse("2Gi"))
 		return k8s.Update(ctx, pn)
 	}))
 	eventually(t, 20*time.Second, "expansion failed", func() error {

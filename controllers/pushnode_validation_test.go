@@ -76,7 +76,7 @@ func TestPushNodeAdmissionRefusesWhatWouldFailLater(t *testing.T) {
 
 		// What node/config.go validates.
 		{"maxContentLength 0", object(pushNodeGVK, ns, "x", settings("maxContentLength", 0)), []string{"spec.settings.maxContentLength", "greater than or equal to 1"}},
-		{"maxContentLength 65536", object(pushNodeGVK, ns, "x", settings("maxContentLength", 65536)), []string{"spec.settings.maxContentLength", "65535"}},
+		{"maxContentLength 65503", object(pushNodeGVK, ns, "x", settings("maxContentLength", 65503)), []string{"spec.settings.maxContentLength", "65502"}},
 		{"maxRecords -1", object(pushNodeGVK, ns, "x", settings("maxRecords", -1)), []string{"spec.settings.maxRecords"}},
 		{"rateLimit -1", object(pushNodeGVK, ns, "x", settings("rateLimit", -1)), []string{"spec.settings.rateLimit"}},
 		{"heartbeat policy", object(pushNodeGVK, ns, "x", settings("heartbeatPolicy", "sometimes")), []string{"spec.settings.heartbeatPolicy", "Unsupported value"}},
@@ -105,14 +105,14 @@ func TestPushNodeAdmissionRefusesWhatWouldFailLater(t *testing.T) {
 		{"label key name 64", object(pushNodeGVK, ns, "x", pairs("labels", pairs("example.com/"+long(64), "v"))), []string{"spec.labels", "every key of labels"}},
 		{"label key name 63", object(pushNodeGVK, ns, "lk63", pairs("labels", pairs("example.com/"+long(63), "v"))), nil},
 		{"label key two slashes", object(pushNodeGVK, ns, "x", pairs("labels", pairs("a/b/c", "v"))), []string{"spec.labels", "every key of labels"}},
-		{"label value 64", object(pushNodeGVK, ns, "x", pairs("labels", pairs("team", long(64)))), []string{"spec.labels", "every value of labels"}},
+		{"label value 64", object(pushNodeGVK, ns, "x", pairs("labels", pairs("team", long(64)))), []string{"spec.labels.team", "63"}},
 		{"label value 63", object(pushNodeGVK, ns, "lv63", pairs("labels", pairs("team", long(63)))), nil},
 		{"label value empty", object(pushNodeGVK, ns, "lv0", pairs("labels", pairs("team", ""))), nil},
-		{"label value with slash", object(pushNodeGVK, ns, "x", pairs("labels", pairs("team", "a/b"))), []string{"spec.labels", "every value of labels"}},
+		{"label value with slash", object(pushNodeGVK, ns, "x", pairs("labels", pairs("team", "a/b"))), []string{"spec.labels.team", "should match"}},
 		{"annotation key", object(pushNodeGVK, ns, "x", pairs("annotations", pairs("-owner", "v"))), []string{"spec.annotations", "every key of annotations"}},
 		{"annotation value is free text", object(pushNodeGVK, ns, "annv", pairs("annotations", pairs("owner", "Alice <alice@example.com>"))), nil},
 		{"client service annotation key", object(pushNodeGVK, ns, "x", map[string]any{"clientService": pairs("annotations", pairs("a b", "v"))}), []string{"spec.clientService.annotations", "every key of clientService.annotations"}},
-		{"node selector value", object(pushNodeGVK, ns, "x", pairs("nodeSelector", pairs("zone", "eu west"))), []string{"spec.nodeSelector", "every value of nodeSelector"}},
+		{"node selector value", object(pushNodeGVK, ns, "x", pairs("nodeSelector", pairs("zone", "eu west"))), []string{"spec.nodeSelector.zone", "should match"}},
 		{"image with space", object(pushNodeGVK, ns, "x", pairs("image", "registry.example/push node:1")), []string{"spec.image", "white space"}},
 
 		// PushMessage bits: 64 bits at most.

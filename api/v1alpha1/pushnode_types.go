@@ -167,7 +167,7 @@ type StorageSpec struct {
 	// +kubebuilder:default="1Gi"
 	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).isGreaterThan(quantity('0'))",message="storage.size must be greater than zero"
 	// +optional
-	Size resource.Quantity `json:"size,omitempty"`
+	Size *resource.Quantity `json:"size,omitempty"`
 	// StorageClassName of the volumes; empty uses the cluster default.
 	// +optional
 	StorageClassName *string `json:"storageClassName,omitempty"`

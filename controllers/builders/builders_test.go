@@ -225,7 +225,7 @@ func TestDefaultedKeepsSetValues(t *testing.T) {
 	pn.Spec.Replicas = ptr.To[int32](1)
 	pn.Spec.Ports = ddpushv1.PushNodePorts{Client: 1, Push: 2, HTTP: 3}
 	pn.Spec.ClientService = ddpushv1.ClientServiceSpec{Type: corev1.ServiceTypeLoadBalancer, UDP: ptr.To(false), TCP: ptr.To(true)}
-	pn.Spec.Storage = ddpushv1.StorageSpec{Size: resource.MustParse("5Gi"), WhenDeleted: ddpushv1.PVCDelete, WhenScaled: ddpushv1.PVCDelete}
+	pn.Spec.Storage = ddpushv1.StorageSpec{Size: ptr.To(resource.MustParse("5Gi")), WhenDeleted: ddpushv1.PVCDelete, WhenScaled: ddpushv1.PVCDelete}
 	pn.Spec.Settings = ddpushv1.NodeSettings{
 		HeartbeatPolicy:     "always",
 		MaxContentLength:    7,

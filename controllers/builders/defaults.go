@@ -35,7 +35,7 @@ func Defaulted(pn *ddpushv1.PushNode) *ddpushv1.PushNode {
 		s.ClientService.TCP = ptr.To(true)
 	}
 	if s.Storage.Size.IsZero() {
-		s.Storage.Size = resource.MustParse("1Gi")
+		s.Storage.Size = ptr.To(resource.MustParse("1Gi"))
 	}
 	if s.Storage.WhenDeleted == "" {
 		s.Storage.WhenDeleted = ddpushv1.PVCRetain

@@ -66,7 +66,7 @@ func VolumeClaimTemplate(pn *ddpushv1.PushNode) corev1.PersistentVolumeClaim {
 			AccessModes:      []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
 			StorageClassName: s.StorageClassName,
 			Resources: corev1.VolumeResourceRequirements{
-				Requests: corev1.ResourceList{corev1.ResourceStorage: s.Size},
+				Requests: corev1.ResourceList{corev1.ResourceStorage: *s.Size},
 			},
 		},
 	}

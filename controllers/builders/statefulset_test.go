@@ -263,7 +263,7 @@ func TestStatefulSetStorage(t *testing.T) {
 	}
 
 	pn.Spec.Storage = ddpushv1.StorageSpec{
-		Size:             resource.MustParse("20Gi"),
+		Size:             ptr.To(resource.MustParse("20Gi")),
 		StorageClassName: ptr.To("fast-ssd"),
 		WhenDeleted:      ddpushv1.PVCDelete,
 		WhenScaled:       ddpushv1.PVCRetain,
@@ -339,7 +339,7 @@ func TestSettingsHashAnnotation(t *testing.T) {
 		},
 		"image":        func(p *ddpushv1.PushNode) { p.Spec.Image = "other:v9" },
 		"nodeSelector": func(p *ddpushv1.PushNode) { p.Spec.NodeSelector = map[string]ddpushv1.LabelValue{"a": "b"} },
-		"storage size": func(p *ddpushv1.PushNode) { p.Spec.Storage.Size = resource.MustParse("9Gi") },
+		"storage size": func(p *ddpushv1.PushNode) { p.Spec.Storage.Size = ptr.To(resource.MustParse("9Gi")) },
 		"generation":   func(p *ddpushv1.PushNode) { p.Generation = 42 },
 	}
 	for name, change := range same {
@@ -395,7 +395,7 @@ func TestStatefulSetExistingKeepsImmutableFields(t *testing.T) {
 
 	// The user changes the storage (size, class), the settings, the labels
 	// and the image.
-	pn.Spec.Storage.Size = resource.MustParse("10Gi")
+	pn.Spec.Storage.Size = ptr.To(resource.MustParse("10Gi"))
 	pn.Spec.Storage.StorageClassName = ptr.To("fast")
 	pn.Spec.Storage.WhenDeleted = ddpushv1.PVCDelete
 	pn.Spec.Settings.MaxContentLength = 100
@@ -459,7 +459,7 @@ func TestStatefulSetNewGetsStorageChange(t *testing.T) {
 	if err := b.Update(sts); err != nil {
 		t.Fatal(err)
 	}
-	pn.Spec.Storage.Size = resource.MustParse("3Gi")
+	pn.Spec.Storage.Size = ptr.To(resource.MustParse("3Gi"))
 	if err := b.Update(sts); err != nil {
 		t.Fatal(err)
 	}
