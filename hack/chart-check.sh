@@ -140,10 +140,13 @@ fi
 
 step "helm template, namespace-scoped install"
 render scoped --set 'watchNamespaces={push,push-staging}'
-# The editor and viewer ClusterRoles stay; the manager's rules become a
-# Role and RoleBinding in each watched namespace.
-expect_count scoped ClusterRole 2
-expect_count scoped ClusterRoleBinding 0
+# The editor, viewer and metrics-reader ClusterRoles stay; the manager's
+# rules become a Role and RoleBinding in each watched namespace, except the
+# cluster-scoped reviews secure metrics makes, which keep a ClusterRole.
+expect_count scoped ClusterRole 4
+expect_count scoped ClusterRoleBinding 1
+grep -qx "ClusterRole/-/ddpush-ddpush-operator-metrics-auth" "${tmp}/scoped.objects" ||
+  fail "scoped: no metrics-auth ClusterRole for secure metrics"
 expect_count scoped Role 3
 expect_count scoped RoleBinding 3
 for ns in push push-staging; do
