@@ -221,3 +221,48 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// The node reads its token once, at start: a token Secret deleted and made
+// again (with a new token) must roll the pods, or the node answers the
+// operator 401 for ever. The settings hash stays: only the token moved.
+func TestPushNodeNewTokenRollsPods(t *testing.T) {
+	startManager(t, &testLocator{})
+	ns := namespace(t)
+	ctx := context.Background()
+	must(t, k8s.Create(ctx, newPushNode(ns, "gamma")))
+	var sts appsv1.StatefulSet
+	var sec corev1.Secret
+	eventually(t, 20*time.Second, "objects", func() error {
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "gamma"}, &sts); err != nil {
+			return err
+		}
+		if sts.Spec.Template.Annotations[builders.AnnotationTokenHash] == "" {
+			return errors.New("no token hash in the pod template")
+		}
+		return k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "gamma-api-token"}, &sec)
+	})
+	tokenHash := sts.Spec.Template.Annotations[builders.AnnotationTokenHash]
+	settingsHash := sts.Spec.Template.Annotations[builders.AnnotationSettingsHash]
+	token := string(sec.Data["token"])
+
+	must(t, k8s.Delete(ctx, &sec))
+	eventually(t, 20*time.Second, "a new token rolls the pods", func() error {
+		var again corev1.Secret
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "gamma-api-token"}, &again); err != nil {
+			return err
+		}
+		if string(again.Data["token"]) == token {
+			return errors.New("Secret not made again yet")
+		}
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "gamma"}, &sts); err != nil {
+			return err
+		}
+		if sts.Spec.Template.Annotations[builders.AnnotationTokenHash] == tokenHash {
+			return errors.New("token hash unchanged")
+		}
+		return nil
+	})
+	if h := sts.Spec.Template.Annotations[builders.AnnotationSettingsHash]; h != settingsHash {
+		t.Errorf("settings hash moved from %s to %s, though no setting changed", settingsHash, h)
+	}
+}

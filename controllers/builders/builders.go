@@ -57,6 +57,9 @@ const (
 	// AnnotationSettingsHash in the pod template rolls the pods when the
 	// node settings change.
 	AnnotationSettingsHash = "ddpush.dev/settings-hash"
+	// AnnotationTokenHash in the pod template rolls the pods when the API
+	// token in the Secret is replaced.
+	AnnotationTokenHash = "ddpush.dev/token-hash"
 )
 
 // Values of the operator's own labels. Every object the operator creates
@@ -135,13 +138,14 @@ func setMeta(obj client.Object, pn *ddpushv1.PushNode) {
 // For returns the builders of pn in the order they must run: settings
 // and token before the StatefulSet that mounts them.
 func For(pn *ddpushv1.PushNode, opt Options) []Builder {
+	token := &TokenHash{}
 	return []Builder{
 		&ConfigMapBuilder{pn},
-		&SecretBuilder{pn, opt.NewToken},
+		&SecretBuilder{PN: pn, NewToken: opt.NewToken, Token: token},
 		&HeadlessServiceBuilder{pn},
 		&ClientServiceBuilder{pn},
 		&InternalServiceBuilder{pn},
-		&StatefulSetBuilder{pn, opt.DefaultImage},
+		&StatefulSetBuilder{PN: pn, DefaultImage: opt.DefaultImage, Token: token},
 	}
 }
 

@@ -61,7 +61,7 @@ func buildService(t *testing.T, b Builder, existing *corev1.Service) *corev1.Ser
 
 func buildSTS(t *testing.T, pn *ddpushv1.PushNode) *appsv1.StatefulSet {
 	t.Helper()
-	b := &StatefulSetBuilder{pn, testImage}
+	b := &StatefulSetBuilder{PN: pn, DefaultImage: testImage}
 	sts := b.Object().(*appsv1.StatefulSet)
 	if err := b.Update(sts); err != nil {
 		t.Fatalf("StatefulSet Update: %v", err)

@@ -34,7 +34,7 @@ func Defaulted(pn *ddpushv1.PushNode) *ddpushv1.PushNode {
 	if s.ClientService.TCP == nil {
 		s.ClientService.TCP = ptr.To(true)
 	}
-	if s.Storage.Size.IsZero() {
+	if s.Storage.Size == nil || s.Storage.Size.IsZero() {
 		s.Storage.Size = ptr.To(resource.MustParse("1Gi"))
 	}
 	if s.Storage.WhenDeleted == "" {

@@ -2,6 +2,7 @@ package builders
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 
@@ -18,6 +19,23 @@ import (
 type SecretBuilder struct {
 	PN       *ddpushv1.PushNode
 	NewToken func() (string, error)
+	// Token, when set, receives a hash of the token the Secret holds after
+	// Update, for the pod template (see TokenHash).
+	Token *TokenHash
+}
+
+// TokenHash carries a hash of the API token from the Secret builder to the
+// StatefulSet builder of the same reconcile. The node reads its token file
+// once, at start: with the hash in the pod template, a Secret that was
+// deleted and made again with a new token rolls the pods, instead of
+// leaving the node answering 401 to the operator for ever.
+type TokenHash struct{ Value string }
+
+func (h *TokenHash) record(token []byte) {
+	if h != nil {
+		sum := sha256.Sum256(token)
+		h.Value = hex.EncodeToString(sum[:])[:16]
+	}
 }
 
 func (b *SecretBuilder) Object() client.Object {
@@ -29,6 +47,7 @@ func (b *SecretBuilder) Update(obj client.Object) error {
 	setMeta(s, b.PN)
 	s.Type = corev1.SecretTypeOpaque
 	if len(s.Data[TokenKey]) > 0 {
+		b.Token.record(s.Data[TokenKey])
 		return nil
 	}
 	gen := b.NewToken
@@ -43,6 +62,7 @@ func (b *SecretBuilder) Update(obj client.Object) error {
 		s.Data = map[string][]byte{}
 	}
 	s.Data[TokenKey] = []byte(t)
+	b.Token.record(s.Data[TokenKey])
 	return nil
 }
 

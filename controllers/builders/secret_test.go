@@ -2,8 +2,10 @@ package builders
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -150,3 +152,48 @@ func TestSecretNewTokenError(t *testing.T) {
 }
 
 // ---------------------------------------------------------------- Services
+
+// The pod template carries a hash of the token the Secret holds, new or
+// kept, so a Secret made again with another token rolls the pods; the
+// same token leaves the template as it was.
+func TestPodTemplateFollowsTheToken(t *testing.T) {
+	template := func(existing *corev1.Secret) (map[string]string, *corev1.Secret) {
+		t.Helper()
+		bs := For(newPN(), Options{DefaultImage: testImage})
+		s := existing
+		if s == nil {
+			s = bs[1].Object().(*corev1.Secret)
+		}
+		if err := bs[1].Update(s); err != nil {
+			t.Fatal(err)
+		}
+		sts := bs[len(bs)-1].Object()
+		if err := bs[len(bs)-1].Update(sts); err != nil {
+			t.Fatal(err)
+		}
+		return sts.(*appsv1.StatefulSet).Spec.Template.Annotations, s
+	}
+	first, secret := template(nil)
+	h := first[AnnotationTokenHash]
+	if len(h) != 16 || strings.Contains(h, string(secret.Data[TokenKey])) {
+		t.Fatalf("token hash %q: want 16 hex characters that do not reveal the token", h)
+	}
+	again, _ := template(secret.DeepCopy())
+	if again[AnnotationTokenHash] != h {
+		t.Errorf("same token, hash %q then %q: the pods would roll for nothing", h, again[AnnotationTokenHash])
+	}
+	remade, _ := template(nil)
+	if remade[AnnotationTokenHash] == h {
+		t.Errorf("a new token kept hash %q: the node would keep its old token", h)
+	}
+	// A StatefulSet builder used on its own (no Secret builder before it)
+	// adds no empty annotation.
+	b := &StatefulSetBuilder{PN: newPN(), DefaultImage: testImage}
+	sts := b.Object()
+	if err := b.Update(sts); err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := sts.(*appsv1.StatefulSet).Spec.Template.Annotations[AnnotationTokenHash]; ok {
+		t.Errorf("token hash %q without a Secret builder", v)
+	}
+}

@@ -28,6 +28,9 @@ const (
 type StatefulSetBuilder struct {
 	PN           *ddpushv1.PushNode
 	DefaultImage string
+	// Token is filled by the Secret builder that runs before this one; when
+	// it holds a hash, the pod template carries it (AnnotationTokenHash).
+	Token *TokenHash
 }
 
 func (b *StatefulSetBuilder) Object() client.Object {
@@ -54,6 +57,9 @@ func (b *StatefulSetBuilder) Update(obj client.Object) error {
 		WhenScaled:  appsv1.PersistentVolumeClaimRetentionPolicyType(s.Storage.WhenScaled),
 	}
 	sts.Spec.Template = PodTemplate(pn, b.DefaultImage)
+	if b.Token != nil && b.Token.Value != "" {
+		sts.Spec.Template.Annotations[AnnotationTokenHash] = b.Token.Value
+	}
 	return nil
 }
 

@@ -382,7 +382,7 @@ func TestSettingsHashMapOrder(t *testing.T) {
 
 func TestStatefulSetExistingKeepsImmutableFields(t *testing.T) {
 	pn := newPN()
-	b := &StatefulSetBuilder{pn, testImage}
+	b := &StatefulSetBuilder{PN: pn, DefaultImage: testImage}
 	sts := b.Object().(*appsv1.StatefulSet)
 	if err := b.Update(sts); err != nil {
 		t.Fatal(err)
@@ -454,7 +454,7 @@ func TestStatefulSetNewGetsStorageChange(t *testing.T) {
 	// A StatefulSet not created yet (CreationTimestamp zero) takes the
 	// current storage, even if Update ran before with another.
 	pn := newPN()
-	b := &StatefulSetBuilder{pn, testImage}
+	b := &StatefulSetBuilder{PN: pn, DefaultImage: testImage}
 	sts := b.Object().(*appsv1.StatefulSet)
 	if err := b.Update(sts); err != nil {
 		t.Fatal(err)
@@ -472,7 +472,7 @@ func TestStatefulSetUpdateIdempotent(t *testing.T) {
 	pn := customPN()
 	pn.Spec.Labels = map[string]ddpushv1.LabelValue{"team": "mobile"}
 	pn.Spec.Annotations = map[string]string{"owner": "alice"}
-	b := &StatefulSetBuilder{pn, testImage}
+	b := &StatefulSetBuilder{PN: pn, DefaultImage: testImage}
 	sts := b.Object().(*appsv1.StatefulSet)
 	if err := b.Update(sts); err != nil {
 		t.Fatal(err)
