@@ -130,6 +130,10 @@ e2e: ## The end-to-end suite: local cluster up, helm install, kubectl scenarios,
 	hack/e2e.sh
 
 
+.PHONY: bench-operator
+bench-operator: ## PushMessages create -> Delivered on a real apiserver, against a do-nothing controller's ceiling (PMBENCH_COUNT, default 400).
+	assets="$$(hack/k8s-binaries.sh)" && KUBEBUILDER_ASSETS="$$assets" $(GO) test -run='^$$' -bench=BenchmarkPushMessages -benchtime=1x -timeout 30m ./controllers/
+
 .PHONY: bench
 bench: ## The load tool against a node and this machine's do-nothing ceiling (BENCH_QUICK=1: a short run); see BENCHMARKS.md.
 	hack/bench.sh

@@ -36,7 +36,7 @@ type nodeFixture struct {
 // startNode creates a PushNode, starts a real pushnode process with the
 // token the operator generated, points the locator at it and reports the
 // pod ready, as the StatefulSet controller would.
-func startNode(t *testing.T, loc *testLocator, extra ...string) *nodeFixture {
+func startNode(t testing.TB, loc *testLocator, extra ...string) *nodeFixture {
 	t.Helper()
 	ctx := context.Background()
 	f := &nodeFixture{ns: namespace(t), name: "node", loc: loc}
@@ -73,7 +73,7 @@ func (f *nodeFixture) message(name, user string, kind ddpushv1.MessageKind) *ddp
 	}
 }
 
-func (f *nodeFixture) phone(t *testing.T, user string) *phone.Phone {
+func (f *nodeFixture) phone(t testing.TB, user string) *phone.Phone {
 	t.Helper()
 	u, err := wire.ParseUUID(userUUID(user))
 	must(t, err)

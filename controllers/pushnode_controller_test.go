@@ -26,7 +26,7 @@ func newPushNode(ns, name string) *ddpushv1.PushNode {
 	return &ddpushv1.PushNode{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
 }
 
-func getPN(t *testing.T, ns, name string) *ddpushv1.PushNode {
+func getPN(t testing.TB, ns, name string) *ddpushv1.PushNode {
 	t.Helper()
 	var pn ddpushv1.PushNode
 	if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: ns, Name: name}, &pn); err != nil {
@@ -215,7 +215,7 @@ func updatePN(t *testing.T, ns, name string, mutate func(*ddpushv1.PushNode)) {
 	}))
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -118,14 +118,14 @@ type manager struct {
 	done   chan error
 }
 
-func startManager(t *testing.T, loc controllers.NodeLocator) *manager {
+func startManager(t testing.TB, loc controllers.NodeLocator) *manager {
 	t.Helper()
 	return startManagerWith(t, cfg, loc, nil)
 }
 
 // startManagerWith runs the controllers as the user of restCfg, watching
 // only namespaces if any are given.
-func startManagerWith(t *testing.T, restCfg *rest.Config, loc controllers.NodeLocator, namespaces []string) *manager {
+func startManagerWith(t testing.TB, restCfg *rest.Config, loc controllers.NodeLocator, namespaces []string) *manager {
 	t.Helper()
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                 scheme,
@@ -163,7 +163,7 @@ func (m *manager) stop() {
 }
 
 // eventually retries check until it returns nil or the timeout passes.
-func eventually(t *testing.T, timeout time.Duration, what string, check func() error) {
+func eventually(t testing.TB, timeout time.Duration, what string, check func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var err error
@@ -177,7 +177,7 @@ func eventually(t *testing.T, timeout time.Duration, what string, check func() e
 }
 
 // namespace creates a namespace for one test.
-func namespace(t *testing.T) string {
+func namespace(t testing.TB) string {
 	t.Helper()
 	ns := &corev1.Namespace{}
 	ns.GenerateName = "test-"
@@ -189,7 +189,7 @@ func namespace(t *testing.T) string {
 
 // markReady plays the StatefulSet controller, which envtest does not run:
 // it reports the node pod ready.
-func markReady(t *testing.T, ns, name string) {
+func markReady(t testing.TB, ns, name string) {
 	t.Helper()
 	ctx := context.Background()
 	eventually(t, 20*time.Second, "StatefulSet ready", func() error {

@@ -1,0 +1,289 @@
+package controllers_test
+
+// PushMessages at volume, measured against the same apiserver's own limit:
+//
+//	make bench-operator
+//
+// runs BenchmarkPushMessages on envtest's real kube-apiserver and etcd with
+// a real node process and phones online. Each round creates the same number
+// of PushMessages and times them from create to Delivered:
+//
+//   - ceiling: a do-nothing controller that marks each PushMessage Delivered
+//     with one status write as soon as it sees it; nothing can go faster on
+//     this apiserver with this client;
+//   - operator: the real controllers, pushing through the node to phones
+//     that acknowledge;
+//   - operator-half: the operator again, creating at half the rate it
+//     reached, for the latency a sender sees below saturation.
+//
+// Writes per message are the watch's MODIFIED events for it (every write
+// the apiserver accepted for the object after its create) plus the Events
+// that name it. CPU is this process's (controllers, creators, watcher and
+// phones: the same creators and watcher in every round).
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	eventsv1 "k8s.io/api/events/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
+)
+
+// benchCount is how many PushMessages each round creates
+// (PMBENCH_COUNT, default 400).
+func benchCount(b *testing.B) int {
+	n := 400
+	if s := os.Getenv("PMBENCH_COUNT"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 {
+			b.Fatalf("PMBENCH_COUNT=%q: want a positive count", s)
+		}
+		n = v
+	}
+	return n
+}
+
+// benchCreators is how many goroutines create PushMessages at once.
+const benchCreators = 8
+
+type roundResult struct {
+	rate          float64 // Delivered per second, first create to last Delivered
+	p50, p99, max time.Duration
+	writes        float64 // apiserver writes per message besides its create
+	events        float64 // Events per message
+	cpu           time.Duration
+	undelivered   int
+}
+
+func BenchmarkPushMessages(b *testing.B) {
+	n := benchCount(b)
+	var ceiling, operator roundResult
+	b.Run("ceiling", func(b *testing.B) {
+		ns := namespace(b)
+		startCeiling(b)
+		ceiling = runRound(b, ns, n, 0, func(i int) *ddpushv1.PushMessage {
+			return &ddpushv1.PushMessage{
+				ObjectMeta: objectMeta(ns, i),
+				Spec:       ddpushv1.PushMessageSpec{PushNodeName: "none", UserID: strconv.Itoa(100000 + i), Kind: ddpushv1.KindCustom, Data: "x"},
+			}
+		})
+		report(b, ceiling, nil)
+	})
+	b.Run("operator", func(b *testing.B) {
+		operator = runOperatorRound(b, n, 0)
+		report(b, operator, &ceiling)
+	})
+	b.Run("operator-half", func(b *testing.B) {
+		half := operator.rate / 2
+		if half <= 0 {
+			b.Skip("the operator round delivered nothing, so there is no rate to halve")
+		}
+		r := runOperatorRound(b, n, half)
+		report(b, r, &ceiling)
+		b.ReportMetric(half, "paced-msgs/s")
+	})
+}
+
+// runOperatorRound runs the real controllers against a real node with one
+// phone online per message (distinct users, so no push supersedes another).
+func runOperatorRound(b *testing.B, n int, rate float64) roundResult {
+	loc := &testLocator{}
+	startManager(b, loc)
+	f := startNode(b, loc)
+	phones := make([]string, n)
+	for i := range phones {
+		phones[i] = strconv.Itoa(200000 + i)
+		p := f.phone(b, phones[i]) // acknowledges what it receives
+		go func() {
+			for range p.Messages() {
+			}
+		}()
+	}
+	return runRound(b, f.ns, n, rate, func(i int) *ddpushv1.PushMessage {
+		pm := f.message(fmt.Sprintf("m%05d", i), phones[i], ddpushv1.KindCustom)
+		pm.Spec.Data = "bench"
+		return pm
+	})
+}
+
+func objectMeta(ns string, i int) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("m%05d", i)}
+}
+
+// runRound creates n PushMessages (at rate per second, or as fast as
+// benchCreators goroutines can when rate is 0) and waits until every one
+// is Delivered or a deadline passes.
+func runRound(b *testing.B, ns string, n int, rate float64, build func(i int) *ddpushv1.PushMessage) roundResult {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: scheme})
+	must(b, err)
+	w, err := wc.Watch(ctx, &ddpushv1.PushMessageList{}, client.InNamespace(ns))
+	must(b, err)
+	defer w.Stop()
+
+	var mu sync.Mutex
+	created := make(map[string]time.Time, n)
+	delivered := make(map[string]time.Time, n)
+	modified := 0
+	allDone := make(chan struct{})
+	go func() {
+		for ev := range w.ResultChan() {
+			pm, ok := ev.Object.(*ddpushv1.PushMessage)
+			if !ok {
+				continue
+			}
+			now := time.Now()
+			mu.Lock()
+			if ev.Type == watch.Modified {
+				modified++
+			}
+			if _, seen := delivered[pm.Name]; !seen && pm.Status.Phase == ddpushv1.PhaseDelivered {
+				delivered[pm.Name] = now
+				if len(delivered) == n {
+					close(allDone)
+				}
+			}
+			mu.Unlock()
+		}
+	}()
+
+	cpu0 := processCPU()
+	b.ResetTimer()
+	start := time.Now()
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range benchCreators {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				pm := build(i)
+				t := time.Now()
+				if err := k8s.Create(ctx, pm); err != nil {
+					b.Errorf("create %s: %v", pm.Name, err)
+					continue
+				}
+				mu.Lock()
+				created[pm.Name] = t
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := range n {
+		if rate > 0 {
+			if d := time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))); d > 0 {
+				time.Sleep(d)
+			}
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	select {
+	case <-allDone:
+	case <-time.After(5 * time.Minute):
+	}
+	b.StopTimer()
+	cpu := processCPU() - cpu0
+
+	mu.Lock()
+	defer mu.Unlock()
+	var lat []time.Duration
+	last := start
+	for name, at := range delivered {
+		if c, ok := created[name]; ok {
+			lat = append(lat, at.Sub(c))
+		}
+		if at.After(last) {
+			last = at
+		}
+	}
+	slices.Sort(lat)
+	r := roundResult{cpu: cpu, undelivered: n - len(delivered), writes: float64(modified) / float64(n)}
+	if len(lat) > 0 {
+		r.p50, r.p99, r.max = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)], lat[len(lat)-1]
+		r.rate = float64(len(delivered)) / last.Sub(start).Seconds()
+	}
+	var evs eventsv1.EventList
+	must(b, k8s.List(ctx, &evs, client.InNamespace(ns)))
+	count := 0
+	for _, e := range evs.Items {
+		if e.Regarding.Kind == "PushMessage" {
+			count++
+		}
+	}
+	r.events = float64(count) / float64(n)
+	if r.undelivered > 0 {
+		b.Errorf("%d of %d PushMessages not Delivered within the deadline", r.undelivered, n)
+	}
+	return r
+}
+
+func report(b *testing.B, r roundResult, ceiling *roundResult) {
+	b.ReportMetric(r.rate, "msgs/s")
+	b.ReportMetric(float64(r.p50.Milliseconds()), "p50-ms")
+	b.ReportMetric(float64(r.p99.Milliseconds()), "p99-ms")
+	b.ReportMetric(r.writes, "writes/msg")
+	b.ReportMetric(r.events, "events/msg")
+	b.ReportMetric(float64(r.cpu.Microseconds())/1000/float64(max(1, b.N)), "cpu-ms")
+	if ceiling != nil && ceiling.rate > 0 {
+		b.ReportMetric(100*r.rate/ceiling.rate, "%-of-ceiling")
+	}
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// startCeiling runs the do-nothing controller: one status write per
+// PushMessage, marking it Delivered.
+func startCeiling(b *testing.B) {
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0", Controller: ctrlConfig(),
+	})
+	must(b, err)
+	c := mgr.GetClient()
+	must(b, ctrl.NewControllerManagedBy(mgr).For(&ddpushv1.PushMessage{}).Named("pushmessage-ceiling").
+		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+			var pm ddpushv1.PushMessage
+			if err := c.Get(ctx, req.NamespacedName, &pm); err != nil {
+				return reconcile.Result{}, client.IgnoreNotFound(err)
+			}
+			if pm.Status.Phase == ddpushv1.PhaseDelivered {
+				return reconcile.Result{}, nil
+			}
+			pm.Status.Phase = ddpushv1.PhaseDelivered
+			return reconcile.Result{}, c.Status().Update(ctx, &pm)
+		})))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+		}
+	})
+}
