@@ -37,10 +37,12 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
+	"github.com/ddpush/ddpush-operator/controllers"
 )
 
 // benchCount is how many PushMessages each round creates
@@ -264,7 +266,9 @@ func startCeiling(b *testing.B) {
 	})
 	must(b, err)
 	c := mgr.GetClient()
+	// As many workers as the operator's PushMessage controller has.
 	must(b, ctrl.NewControllerManagedBy(mgr).For(&ddpushv1.PushMessage{}).Named("pushmessage-ceiling").
+		WithOptions(controller.Options{MaxConcurrentReconciles: controllers.DefaultPushMessageWorkers}).
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 			var pm ddpushv1.PushMessage
 			if err := c.Get(ctx, req.NamespacedName, &pm); err != nil {

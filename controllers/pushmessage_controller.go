@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -49,6 +51,8 @@ type PushMessageReconciler struct {
 	Recorder  events.EventRecorder
 	Locator   NodeLocator
 	Followers *Followers
+	// Workers is how many messages are reconciled at once (0: the default).
+	Workers int
 	// Now is the clock (tests may move it).
 	Now func() time.Time
 }
@@ -213,7 +217,7 @@ func (r *PushMessageReconciler) submit(ctx context.Context, pm *ddpushv1.PushMes
 		return retry("NoToken", err.Error())
 	}
 	c := api.NewClient(ep.URL, token)
-	c.HTTP.Timeout = 30 * time.Second
+	c.HTTP.Timeout = nodeCallTimeout
 	p, err := c.Push(ctx, req)
 	if err != nil {
 		var se *api.StatusError
@@ -245,6 +249,12 @@ func (r *PushMessageReconciler) submit(ctx context.Context, pm *ddpushv1.PushMes
 	return ctrl.Result{}, nil
 }
 
+// nodeCallTimeout bounds one call to a node. A push is a commit on the
+// node, answered in milliseconds; a node that takes longer is retried with
+// backoff (the same idempotency key, so never pushed twice) rather than
+// holding a worker that other tenants' messages wait for.
+const nodeCallTimeout = 5 * time.Second
+
 func optTime(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
@@ -272,7 +282,7 @@ func (r *PushMessageReconciler) follow(ctx context.Context, pm *ddpushv1.PushMes
 		return ctrl.Result{RequeueAfter: backoff(3)}, nil
 	}
 	c := api.NewClient(ep.URL, token)
-	c.HTTP.Timeout = 30 * time.Second
+	c.HTTP.Timeout = nodeCallTimeout
 	p, err := c.GetPush(ctx, uint64(pm.Status.PushID))
 	if err != nil {
 		var se *api.StatusError
@@ -418,6 +428,7 @@ func (r *PushMessageReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(availabilityChanged())).
 		WatchesRawSource(source.Channel(r.Followers.Events(), &handler.TypedEnqueueRequestForObject[*ddpushv1.PushMessage]{})).
 		Named("pushmessage").
+		WithOptions(controller.Options{MaxConcurrentReconciles: cmp.Or(r.Workers, DefaultPushMessageWorkers)}).
 		Complete(r)
 }
 

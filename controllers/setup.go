@@ -26,7 +26,16 @@ type Options struct {
 	// ConflictRetry is how often a PushNode blocked by an object it does
 	// not control looks again (0: DefaultConflictRetry).
 	ConflictRetry time.Duration
+	// PushMessageWorkers is how many PushMessages are reconciled at once
+	// (0: DefaultPushMessageWorkers).
+	PushMessageWorkers int
 }
+
+// DefaultPushMessageWorkers lets several submissions to nodes be in flight
+// at once: each waits on a node's commit, so one worker would serialise
+// every tenant behind the slowest node. Submissions are idempotent by the
+// message's UID, and no two workers ever hold the same message.
+const DefaultPushMessageWorkers = 8
 
 // Setup registers both controllers, their indexes and the event
 // followers with mgr.
@@ -49,7 +58,7 @@ func Setup(mgr ctrl.Manager, opt Options) error {
 	}
 	return (&PushMessageReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("pushmessage-controller"),
-		Locator: opt.Locator, Followers: f,
+		Locator: opt.Locator, Followers: f, Workers: opt.PushMessageWorkers,
 	}).SetupWithManager(mgr)
 }
 

@@ -48,6 +48,8 @@ func main() {
 	var watchNamespaces string
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "",
 		"comma-separated namespaces whose PushNodes and PushMessages the operator manages (default: every namespace)")
+	workers := flag.Int("pushmessage-workers", controllers.DefaultPushMessageWorkers,
+		"PushMessages reconciled at once (each may wait on a node's commit)")
 	version := flag.Bool("version", false, "print the version and exit")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -85,7 +87,11 @@ func main() {
 	bopts := builders.Options{DefaultImage: image, NetworkPolicy: builders.NetworkPolicyOptions{
 		Enabled: netpol, OperatorNamespace: leaderNS, AllowedNamespaces: splitList(netpolAllowed),
 	}}
-	if err := controllers.Setup(mgr, controllers.Options{Builders: bopts}); err != nil {
+	if *workers < 1 {
+		log.Error(fmt.Errorf("--pushmessage-workers=%d: want at least 1", *workers), "invalid flag")
+		os.Exit(2)
+	}
+	if err := controllers.Setup(mgr, controllers.Options{Builders: bopts, PushMessageWorkers: *workers}); err != nil {
 		log.Error(err, "cannot set up the controllers")
 		os.Exit(1)
 	}
