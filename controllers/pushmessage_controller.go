@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -53,6 +54,9 @@ type PushMessageReconciler struct {
 	Followers *Followers
 	// Workers is how many messages are reconciled at once (0: the default).
 	Workers int
+
+	gateOnce  sync.Once
+	nodeGates *nodeGate
 	// Now is the clock (tests may move it).
 	Now func() time.Time
 }
@@ -216,9 +220,15 @@ func (r *PushMessageReconciler) submit(ctx context.Context, pm *ddpushv1.PushMes
 	if err != nil {
 		return retry("NoToken", err.Error())
 	}
+	nodeKey := types.NamespacedName{Namespace: pn.Namespace, Name: pn.Name}
+	if until, ok := r.gate().enter(nodeKey, r.now(), nodeCallTimeout); !ok {
+		return retry("NodeNotResponding", fmt.Sprintf("an earlier call to PushNode %q got no answer; the next try is after %s",
+			pn.Name, until.UTC().Format(time.RFC3339)))
+	}
 	c := api.NewClient(ep.URL, token)
 	c.HTTP.Timeout = nodeCallTimeout
 	p, err := c.Push(ctx, req)
+	r.observe(nodeKey, err)
 	if err != nil {
 		var se *api.StatusError
 		if errors.As(err, &se) {
@@ -255,6 +265,26 @@ func (r *PushMessageReconciler) submit(ctx context.Context, pm *ddpushv1.PushMes
 // holding a worker that other tenants' messages wait for.
 const nodeCallTimeout = 5 * time.Second
 
+// nodePause is how long a node that gave no answer is left alone before
+// one call probes it again.
+const nodePause = 2 * time.Second
+
+func (r *PushMessageReconciler) gate() *nodeGate {
+	r.gateOnce.Do(func() { r.nodeGates = newNodeGate(nodePause) })
+	return r.nodeGates
+}
+
+// observe opens or closes a node's gate after a call: any HTTP answer,
+// even an error status, shows the node responds.
+func (r *PushMessageReconciler) observe(node types.NamespacedName, err error) {
+	var se *api.StatusError
+	if err == nil || errors.As(err, &se) {
+		r.gate().answered(node)
+		return
+	}
+	r.gate().failed(node, r.now())
+}
+
 func optTime(t time.Time) *time.Time {
 	if t.IsZero() {
 		return nil
@@ -281,9 +311,13 @@ func (r *PushMessageReconciler) follow(ctx context.Context, pm *ddpushv1.PushMes
 	if err != nil {
 		return ctrl.Result{RequeueAfter: backoff(3)}, nil
 	}
+	if _, ok := r.gate().enter(node, r.now(), nodeCallTimeout); !ok {
+		return ctrl.Result{RequeueAfter: backoff(3)}, nil
+	}
 	c := api.NewClient(ep.URL, token)
 	c.HTTP.Timeout = nodeCallTimeout
 	p, err := c.GetPush(ctx, uint64(pm.Status.PushID))
+	r.observe(node, err)
 	if err != nil {
 		var se *api.StatusError
 		if errors.As(err, &se) && se.Code == http.StatusNotFound {
