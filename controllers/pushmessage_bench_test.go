@@ -23,6 +23,7 @@ package controllers_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"slices"
@@ -69,6 +70,7 @@ type roundResult struct {
 	events        float64 // Events per message
 	cpu           time.Duration
 	undelivered   int
+	objectBytes   int // one Delivered PushMessage as stored
 }
 
 func BenchmarkPushMessages(b *testing.B) {
@@ -231,6 +233,14 @@ func runRound(b *testing.B, ns string, n int, rate float64, build func(i int) *d
 		}
 	}
 	r.events = float64(count) / float64(n)
+	// What one finished message costs in etcd: CRDs are stored as JSON,
+	// managed fields included.
+	var one ddpushv1.PushMessage
+	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: build(0).Name}, &one); err == nil {
+		if raw, err := json.Marshal(&one); err == nil {
+			r.objectBytes = len(raw)
+		}
+	}
 	if r.undelivered > 0 {
 		b.Errorf("%d of %d PushMessages not Delivered within the deadline", r.undelivered, n)
 	}
@@ -243,6 +253,7 @@ func report(b *testing.B, r roundResult, ceiling *roundResult) {
 	b.ReportMetric(float64(r.p99.Milliseconds()), "p99-ms")
 	b.ReportMetric(r.writes, "writes/msg")
 	b.ReportMetric(r.events, "events/msg")
+	b.ReportMetric(float64(r.objectBytes), "stored-bytes/msg")
 	b.ReportMetric(float64(r.cpu.Microseconds())/1000/float64(max(1, b.N)), "cpu-ms")
 	if ceiling != nil && ceiling.rate > 0 {
 		b.ReportMetric(100*r.rate/ceiling.rate, "%-of-ceiling")

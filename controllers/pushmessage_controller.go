@@ -92,11 +92,18 @@ func (r *PushMessageReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	}
 	orig := pm.Status.DeepCopy()
 	res, err := r.advance(ctx, &pm, node)
+	if err == nil && r.deferFirstWrite(&pm, orig) {
+		return ctrl.Result{RequeueAfter: firstWriteGrace}, nil
+	}
 	if !equality.Semantic.DeepEqual(orig, &pm.Status) {
 		pm.Status.ObservedGeneration = pm.Generation
 		if uerr := r.Client.Status().Update(ctx, &pm); uerr != nil {
 			if apierrors.IsConflict(uerr) {
-				return ctrl.Result{Requeue: true}, nil
+				// The cache was behind our own last write (a follower
+				// event came first). Look again shortly: a plain Requeue
+				// would go through the queue's shared 10/s bucket, which
+				// at volume made every message wait seconds.
+				return ctrl.Result{RequeueAfter: conflictRetry}, nil
 			}
 			return ctrl.Result{}, fmt.Errorf("update status: %w", uerr)
 		}
@@ -265,6 +272,28 @@ func (r *PushMessageReconciler) submit(ctx context.Context, pm *ddpushv1.PushMes
 // holding a worker that other tenants' messages wait for.
 const nodeCallTimeout = 5 * time.Second
 
+// firstWriteGrace is how long a message handed to an online phone may go
+// without a status write, waiting for the phone's ack.
+const firstWriteGrace = time.Second
+
+// deferFirstWrite says whether to skip the status write of a message just
+// submitted and handed to an online phone. Its ack usually follows within
+// milliseconds, and a follower event wakes the message when it does; as
+// nothing was recorded, that reconcile submits again with the same
+// idempotency key, the node answers with the push as it now stands, and
+// the message is written once, Delivered, instead of Sent and then
+// Delivered. A message still unacknowledged after the grace is written
+// Sent as before. An operator restart in between costs nothing: the
+// submission is idempotent.
+func (r *PushMessageReconciler) deferFirstWrite(pm *ddpushv1.PushMessage, orig *ddpushv1.PushMessageStatus) bool {
+	return orig.PushID == 0 && pm.Status.PushID != 0 && pm.Status.Phase == ddpushv1.PhaseSent &&
+		r.now().Sub(pm.CreationTimestamp.Time) < firstWriteGrace
+}
+
+// conflictRetry is how soon a message whose status write lost a race with
+// the cache is looked at again.
+const conflictRetry = 50 * time.Millisecond
+
 // nodePause is how long a node that gave no answer is left alone before
 // one call probes it again.
 const nodePause = 2 * time.Second
@@ -409,16 +438,18 @@ func (r *PushMessageReconciler) finish(pm *ddpushv1.PushMessage, phase ddpushv1.
 		Reason: reason, Message: msg, ObservedGeneration: pm.Generation})
 }
 
-// announce records a Kubernetes Event for a phase change.
+// announce records a Warning Event when a message ends Failed or Expired:
+// that is when a person has something to look at. Other phase changes are
+// in the status alone; an Event for each cost as many apiserver writes as
+// the status itself, for nobody.
 func (r *PushMessageReconciler) announce(pm *ddpushv1.PushMessage, from ddpushv1.PushMessagePhase) {
 	if r.Recorder == nil || pm.Status.Phase == from {
 		return
 	}
-	typ := corev1.EventTypeNormal
-	if pm.Status.Phase == ddpushv1.PhaseFailed || pm.Status.Phase == ddpushv1.PhaseExpired {
-		typ = corev1.EventTypeWarning
+	if pm.Status.Phase != ddpushv1.PhaseFailed && pm.Status.Phase != ddpushv1.PhaseExpired {
+		return
 	}
-	r.Recorder.Eventf(pm, nil, typ, string(pm.Status.Phase), "Deliver", "%s", pm.Status.Message)
+	r.Recorder.Eventf(pm, nil, corev1.EventTypeWarning, string(pm.Status.Phase), "Deliver", "%s", pm.Status.Message)
 }
 
 // expireFinished deletes a finished message once its TTL has passed.

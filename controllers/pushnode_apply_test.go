@@ -148,12 +148,19 @@ func TestPushNodeRemovedLabelsLeaveOwnedObjects(t *testing.T) {
 	if svc.Labels["team"] != "push" || svc.Labels["foreign"] != "kept" || svc.Annotations["foreign.example/note"] != "kept" || svc.Annotations["lb.example/kind"] != "udp" {
 		t.Errorf("labels %v annotations %v", svc.Labels, svc.Annotations)
 	}
-	var sts appsv1.StatefulSet
-	must(t, k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "labelled"}, &sts))
-	if _, ok := sts.Labels["tier"]; ok {
-		t.Errorf("StatefulSet keeps label tier: %v", sts.Labels)
-	}
-	if _, ok := sts.Spec.Template.Labels["tier"]; ok {
-		t.Errorf("pod template keeps label tier: %v", sts.Spec.Template.Labels)
-	}
+	// The StatefulSet is applied after the Services, possibly in a later
+	// reconcile.
+	eventually(t, 20*time.Second, "removed label leaves the StatefulSet", func() error {
+		var sts appsv1.StatefulSet
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "labelled"}, &sts); err != nil {
+			return err
+		}
+		if _, ok := sts.Labels["tier"]; ok {
+			return fmt.Errorf("StatefulSet keeps label tier: %v", sts.Labels)
+		}
+		if _, ok := sts.Spec.Template.Labels["tier"]; ok {
+			return fmt.Errorf("pod template keeps label tier: %v", sts.Spec.Template.Labels)
+		}
+		return nil
+	})
 }
