@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -145,16 +146,19 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 
 	st := pn.Status.DeepCopy()
 	problems = r.fillStatus(ctx, &pn, st, stsPtr, problems)
-	r.recordEvents(&pn, pn.Status.Conditions, st.Conditions, problems)
+	before := slices.Clone(pn.Status.Conditions)
 	if !equality.Semantic.DeepEqual(&pn.Status, st) {
 		pn.Status = *st
 		if err := r.Client.Status().Update(ctx, &pn); err != nil {
+			// No events: the transition they would tell of is not
+			// recorded yet, and the retry would tell it a second time.
 			if apierrors.IsConflict(err) {
 				return ctrl.Result{Requeue: true}, nil
 			}
 			return ctrl.Result{}, fmt.Errorf("update status: %w", err)
 		}
 	}
+	r.recordEvents(&pn, before, st.Conditions, problems)
 	if applyErr != nil {
 		return ctrl.Result{}, applyErr
 	}
