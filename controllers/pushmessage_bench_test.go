@@ -26,6 +26,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -70,7 +71,8 @@ type roundResult struct {
 	events        float64 // Events per message
 	cpu           time.Duration
 	undelivered   int
-	objectBytes   int // one Delivered PushMessage as stored
+	objectBytes   int     // one Delivered PushMessage as stored
+	heapPerMsg    float64 // this process's live heap growth per message kept
 }
 
 func BenchmarkPushMessages(b *testing.B) {
@@ -167,6 +169,7 @@ func runRound(b *testing.B, ns string, n int, rate float64, build func(i int) *d
 		}
 	}()
 
+	heap0 := heapInUse()
 	cpu0 := processCPU()
 	b.ResetTimer()
 	start := time.Now()
@@ -205,6 +208,7 @@ func runRound(b *testing.B, ns string, n int, rate float64, build func(i int) *d
 	}
 	b.StopTimer()
 	cpu := processCPU() - cpu0
+	heap := heapInUse() - heap0
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -219,7 +223,8 @@ func runRound(b *testing.B, ns string, n int, rate float64, build func(i int) *d
 		}
 	}
 	slices.Sort(lat)
-	r := roundResult{cpu: cpu, undelivered: n - len(delivered), writes: float64(modified) / float64(n)}
+	r := roundResult{cpu: cpu, undelivered: n - len(delivered), writes: float64(modified) / float64(n),
+		heapPerMsg: float64(heap) / float64(n)}
 	if len(lat) > 0 {
 		r.p50, r.p99, r.max = lat[len(lat)/2], lat[min(len(lat)-1, len(lat)*99/100)], lat[len(lat)-1]
 		r.rate = float64(len(delivered)) / last.Sub(start).Seconds()
@@ -254,10 +259,20 @@ func report(b *testing.B, r roundResult, ceiling *roundResult) {
 	b.ReportMetric(r.writes, "writes/msg")
 	b.ReportMetric(r.events, "events/msg")
 	b.ReportMetric(float64(r.objectBytes), "stored-bytes/msg")
+	b.ReportMetric(r.heapPerMsg, "heap-bytes/msg")
 	b.ReportMetric(float64(r.cpu.Microseconds())/1000/float64(max(1, b.N)), "cpu-ms")
 	if ceiling != nil && ceiling.rate > 0 {
 		b.ReportMetric(100*r.rate/ceiling.rate, "%-of-ceiling")
 	}
+}
+
+// heapInUse is the live heap after a collection: what the informer caches
+// (and everything else in this process) hold.
+func heapInUse() int64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return int64(m.HeapInuse)
 }
 
 // processCPU is the user and system CPU time this process has used.

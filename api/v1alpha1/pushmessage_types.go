@@ -68,8 +68,9 @@ type PushMessageSpec struct {
 	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
 
 	// TTLSecondsAfterFinished deletes the PushMessage this long after it
-	// reaches Delivered, Superseded, Expired or Failed.
-	// +kubebuilder:default=86400
+	// reaches Delivered, Superseded, Expired or Failed (default five
+	// minutes: every kept message costs etcd and the operator's memory).
+	// +kubebuilder:default=300
 	// +kubebuilder:validation:Minimum=0
 	// +optional
 	TTLSecondsAfterFinished *int32 `json:"ttlSecondsAfterFinished,omitempty"`
