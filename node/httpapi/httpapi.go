@@ -27,6 +27,7 @@ import (
 
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/core"
+	"github.com/ddpush/ddpush-operator/node/lograte"
 	"github.com/ddpush/ddpush-operator/node/state"
 )
 
@@ -61,6 +62,7 @@ type API struct {
 	core  *core.Core
 	opt   Options
 	log   *slog.Logger
+	logs  *lograte.Limiter // lines every request could repeat
 	ready atomic.Bool
 	mux   *http.ServeMux
 
@@ -76,7 +78,7 @@ func New(c *core.Core, opt Options) *API {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
-	a := &API{core: c, opt: opt, log: opt.Logger, mux: http.NewServeMux(), drain: make(chan struct{})}
+	a := &API{core: c, opt: opt, log: opt.Logger, logs: lograte.New(opt.Logger, 10*time.Second), mux: http.NewServeMux(), drain: make(chan struct{})}
 	m := a.mux
 	m.HandleFunc("POST "+api.PathPushes, a.auth(params(a.push)))
 	m.HandleFunc("POST "+api.PathPushesBulk, a.auth(params(a.bulk)))

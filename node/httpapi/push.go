@@ -4,6 +4,7 @@ import (
 	"crypto/md5"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"unicode/utf8"
 
@@ -121,7 +122,7 @@ func (a *API) push(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		a.log.Error("push failed", "uuid", u.String(), "err", err)
+		a.logs.Log(slog.LevelError, "push failed", "push failed", "uuid", u.String(), "err", err)
 		st.Push(stats.FromHTTP, spec.Kind, stats.PushRejected)
 		writeError(w, http.StatusServiceUnavailable, "the push could not be made durable: "+err.Error())
 		return

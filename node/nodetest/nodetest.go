@@ -60,6 +60,13 @@ func StartConfig(t testing.TB, cfg node.Config) *Node {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
+	return StartConfigLog(t, cfg, log)
+}
+
+// StartConfigLog runs a node with cfg writing its log to log, stopped when
+// the test ends.
+func StartConfigLog(t testing.TB, cfg node.Config, log *slog.Logger) *Node {
+	t.Helper()
 	n, err := node.Start(cfg, log)
 	if err != nil {
 		t.Fatalf("start node: %v", err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ddpush/ddpush-operator/node/core"
+	"github.com/ddpush/ddpush-operator/node/lograte"
 	"github.com/ddpush/ddpush-operator/node/state"
 	"github.com/ddpush/ddpush-operator/node/stats"
 	"github.com/ddpush/ddpush-operator/node/tcpaccept"
@@ -40,6 +41,7 @@ type PushListener struct {
 	core   *core.Core
 	st     *stats.Stats
 	log    *slog.Logger
+	logs   *lograte.Limiter
 	opt    Options
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -73,7 +75,7 @@ func Listen(addr string, c *core.Core, opt Options, log *slog.Logger) (*PushList
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &PushListener{ln: ln, core: c, st: st, log: log, opt: opt, ctx: ctx, cancel: cancel}, nil
+	return &PushListener{ln: ln, core: c, st: st, log: log, logs: lograte.New(log, 10*time.Second), opt: opt, ctx: ctx, cancel: cancel}, nil
 }
 
 // Addr is the bound address.
@@ -160,7 +162,9 @@ func (l *PushListener) handle(frame []byte, p *wire.PushRequest) byte {
 		spec.Payload = append([]byte(nil), p.Body...)
 	}
 	if _, err := l.core.Push(l.ctx, spec); err != nil {
-		l.log.Warn("push not accepted", "uuid", p.UUID.String(), "err", err)
+		// Once per interval: while the store cannot be written, every
+		// push of every connection fails the same way.
+		l.logs.Log(slog.LevelWarn, "push not accepted", "push not accepted", "uuid", p.UUID.String(), "err", err)
 		l.st.Push(stats.FromPushPort, spec.Kind, stats.PushRejected)
 		return wire.PushRejected
 	}
