@@ -352,6 +352,11 @@ func TestPushMessageValidation(t *testing.T) {
 		{"bits on general", func(p *ddpushv1.PushMessage) { p.Spec.Bits = "1" }, "bits is required for kind Classified and not allowed"},
 		{"classified without bits", func(p *ddpushv1.PushMessage) { p.Spec.Kind = ddpushv1.KindClassified }, "bits is required for kind Classified"},
 		{"bad bits", func(p *ddpushv1.PushMessage) { p.Spec.Kind, p.Spec.Bits = ddpushv1.KindClassified, "0xZZ" }, "should match"},
+		{"zero bits", func(p *ddpushv1.PushMessage) { p.Spec.Kind, p.Spec.Bits = ddpushv1.KindClassified, "0" }, "at least one bit set"},
+		{"zero bits in hex", func(p *ddpushv1.PushMessage) { p.Spec.Kind, p.Spec.Bits = ddpushv1.KindClassified, "0X0000" }, "at least one bit set"},
+		{"bits of 21 digits", func(p *ddpushv1.PushMessage) {
+			p.Spec.Kind, p.Spec.Bits = ddpushv1.KindClassified, "000000000000000000001"
+		}, "bits"},
 		{"custom without data", func(p *ddpushv1.PushMessage) { p.Spec.Kind = ddpushv1.KindCustom }, "kind Custom needs exactly one of data and binaryData"},
 		{"custom with both", func(p *ddpushv1.PushMessage) {
 			p.Spec.Kind, p.Spec.Data, p.Spec.BinaryData = ddpushv1.KindCustom, "x", []byte("y")

@@ -44,6 +44,8 @@ type PushMessageSpec struct {
 	// Bits of a Classified message: a 64-bit mask, decimal or 0x hex.
 	// +kubebuilder:validation:Pattern=`^(0[xX][0-9a-fA-F]{1,16}|[0-9]{1,20})$`
 	// +kubebuilder:validation:XValidation:rule="size(self) < 20 || self.startsWith('0x') || self.startsWith('0X') || self <= '18446744073709551615'",message="bits must fit 64 bits: at most 18446744073709551615 (0xFFFFFFFFFFFFFFFF)"
+	// +kubebuilder:validation:MaxLength=20
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^(0[xX])?0+$')",message="bits must have at least one bit set: a mask of 0 has nothing to send to the phone"
 	// +optional
 	Bits string `json:"bits,omitempty"`
 

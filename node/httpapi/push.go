@@ -54,6 +54,11 @@ func (a *API) message(kind string, bits *api.Bits, data string, binary []byte) (
 		if bits == nil {
 			return p, errors.New("a classified push needs bits (a 64-bit mask)")
 		}
+		if *bits == 0 {
+			// Pending bits are ORed together and only what is set is
+			// sent: a zero mask would reach no phone, yet read as done.
+			return p, errors.New("bits is 0: a classified push needs at least one bit set; with none there is nothing to send to the phone")
+		}
 		p.Bits = uint64(*bits)
 	default:
 		if bits != nil {

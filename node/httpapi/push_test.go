@@ -317,6 +317,8 @@ func TestPushErrorsChangeNothing(t *testing.T) {
 		{"binaryData on classified", `{"uuid":"` + u + `","kind":"classified","bits":1,"binaryData":"AA=="}`, nil, []string{"data", "custom"}},
 		{"classified without bits", `{"uuid":"` + u + `","kind":"classified"}`, nil, []string{"needs bits"}},
 		{"classified with null bits", `{"uuid":"` + u + `","kind":"classified","bits":null}`, nil, []string{"needs bits"}},
+		{"zero bits", `{"uuid":"` + u + `","kind":"classified","bits":0}`, nil, []string{"bits is 0", "at least one bit"}},
+		{"zero bits in hex", `{"uuid":"` + u + `","kind":"classified","bits":"0x0000"}`, nil, []string{"bits is 0"}},
 		{"negative bits", `{"uuid":"` + u + `","kind":"classified","bits":-1}`, nil, []string{"bits", "64-bit"}},
 		{"bits not hex", `{"uuid":"` + u + `","kind":"classified","bits":"0xZZ"}`, nil, []string{"bits", "64-bit"}},
 		{"bits too large", `{"uuid":"` + u + `","kind":"classified","bits":"18446744073709551616"}`, nil, []string{"bits", "64-bit"}},
