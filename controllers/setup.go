@@ -26,6 +26,9 @@ type Options struct {
 	// ConflictRetry is how often a PushNode blocked by an object it does
 	// not control looks again (0: DefaultConflictRetry).
 	ConflictRetry time.Duration
+	// PushNodeDeletedGrace is how long a submitted PushMessage outlives
+	// its PushNode before it fails (0: DefaultPushNodeDeletedGrace).
+	PushNodeDeletedGrace time.Duration
 }
 
 // Setup registers both controllers, their indexes and the event
@@ -49,7 +52,7 @@ func Setup(mgr ctrl.Manager, opt Options) error {
 	}
 	return (&PushMessageReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("pushmessage-controller"),
-		Locator: opt.Locator, Followers: f,
+		Locator: opt.Locator, Followers: f, PushNodeDeletedGrace: opt.PushNodeDeletedGrace,
 	}).SetupWithManager(mgr)
 }
 

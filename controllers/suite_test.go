@@ -127,6 +127,13 @@ func startManager(t *testing.T, loc controllers.NodeLocator) *manager {
 // only namespaces if any are given.
 func startManagerWith(t *testing.T, restCfg *rest.Config, loc controllers.NodeLocator, namespaces []string) *manager {
 	t.Helper()
+	return startManagerOpts(t, restCfg, loc, namespaces, nil)
+}
+
+// startManagerOpts is startManagerWith whose controller options tune
+// may change first.
+func startManagerOpts(t *testing.T, restCfg *rest.Config, loc controllers.NodeLocator, namespaces []string, tune func(*controllers.Options)) *manager {
+	t.Helper()
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                 scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -139,12 +146,16 @@ func startManagerWith(t *testing.T, restCfg *rest.Config, loc controllers.NodeLo
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := controllers.Setup(mgr, controllers.Options{
+	opts := controllers.Options{
 		Builders: builders.Options{DefaultImage: "example.test/pushnode:test"},
 		Locator:  loc,
 		// Tests do not wait a minute for a removed conflicting object.
 		ConflictRetry: time.Second,
-	}); err != nil {
+	}
+	if tune != nil {
+		tune(&opts)
+	}
+	if err := controllers.Setup(mgr, opts); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

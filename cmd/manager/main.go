@@ -48,6 +48,8 @@ func main() {
 	var watchNamespaces string
 	flag.StringVar(&watchNamespaces, "watch-namespaces", "",
 		"comma-separated namespaces whose PushNodes and PushMessages the operator manages (default: every namespace)")
+	deletedGrace := flag.Duration("pushnode-deleted-grace", controllers.DefaultPushNodeDeletedGrace,
+		"how long a submitted PushMessage outlives its deleted PushNode before it fails (reason PushNodeDeleted); a PushNode recreated sooner picks it up again")
 	version := flag.Bool("version", false, "print the version and exit")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -85,7 +87,11 @@ func main() {
 	bopts := builders.Options{DefaultImage: image, NetworkPolicy: builders.NetworkPolicyOptions{
 		Enabled: netpol, OperatorNamespace: leaderNS, AllowedNamespaces: splitList(netpolAllowed),
 	}}
-	if err := controllers.Setup(mgr, controllers.Options{Builders: bopts}); err != nil {
+	if *deletedGrace <= 0 {
+		log.Error(fmt.Errorf("%v is not positive", *deletedGrace), "invalid --pushnode-deleted-grace")
+		os.Exit(2)
+	}
+	if err := controllers.Setup(mgr, controllers.Options{Builders: bopts, PushNodeDeletedGrace: *deletedGrace}); err != nil {
 		log.Error(err, "cannot set up the controllers")
 		os.Exit(1)
 	}
