@@ -90,6 +90,10 @@ func (r *PushMessageReconciler) lookupPush(ctx context.Context, pm *ddpushv1.Pus
 	return p, nil
 }
 
+// preciseTime shows milliseconds: an ack just past a deadline would
+// otherwise show the same second as the deadline.
+const preciseTime = "2006-01-02T15:04:05.000Z07:00"
+
 // finishLate fails a message whose push the node finished (as final
 // phase next) only after the deadline. An ack still sets deliveredAt:
 // the phone has the message, late.
@@ -109,5 +113,5 @@ func (r *PushMessageReconciler) finishLate(pm *ddpushv1.PushMessage, next ddpush
 	}
 	r.finish(pm, ddpushv1.PhaseFailed, ReasonDeadlineExceeded, fmt.Sprintf(
 		"not delivered within activeDeadlineSeconds (%d): %s at %s, after the deadline at %s",
-		*pm.Spec.ActiveDeadlineSeconds, what, when.UTC().Format(time.RFC3339), r.deadline(pm).UTC().Format(time.RFC3339)))
+		*pm.Spec.ActiveDeadlineSeconds, what, when.UTC().Format(preciseTime), r.deadline(pm).UTC().Format(preciseTime)))
 }

@@ -116,6 +116,9 @@ func (l *testLocator) All(_ context.Context, pn *ddpushv1.PushNode) ([]controlle
 type manager struct {
 	cancel context.CancelFunc
 	done   chan error
+	// once: a test that stops its manager early stops it again in its
+	// cleanup, which must not wait for a second end.
+	once sync.Once
 }
 
 func startManager(t *testing.T, loc controllers.NodeLocator) *manager {
@@ -166,11 +169,13 @@ func startManagerOpts(t *testing.T, restCfg *rest.Config, loc controllers.NodeLo
 }
 
 func (m *manager) stop() {
-	m.cancel()
-	select {
-	case <-m.done:
-	case <-time.After(30 * time.Second):
-	}
+	m.once.Do(func() {
+		m.cancel()
+		select {
+		case <-m.done:
+		case <-time.After(30 * time.Second):
+		}
+	})
 }
 
 // eventually retries check until it returns nil or the timeout passes.
