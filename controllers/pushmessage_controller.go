@@ -59,6 +59,9 @@ type PushMessageReconciler struct {
 	nodeGates *nodeGate
 	// Now is the clock (tests may move it).
 	Now func() time.Time
+	// PushNodeDeletedGrace is how long a submitted message outlives its
+	// PushNode before it fails (0: DefaultPushNodeDeletedGrace).
+	PushNodeDeletedGrace time.Duration
 }
 
 // PushMessages are read, their status written, and finished ones deleted
@@ -87,7 +90,15 @@ func (r *PushMessageReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	node := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Spec.PushNodeName}
 	if pm.Status.Phase.Finished() {
 		// A finished message is never evaluated again; only its TTL runs.
+		// One finished before the Finished condition existed gets it, so
+		// that a `kubectl wait` on it ends too.
 		r.Followers.Forget(node, string(pm.UID))
+		if needsFinishedCondition(&pm) {
+			setFinishedCondition(&pm)
+			if requeue, err := r.writeStatus(ctx, &pm); requeue || err != nil {
+				return afterWrite(requeue, err)
+			}
+		}
 		return r.expireFinished(ctx, &pm)
 	}
 	orig := pm.Status.DeepCopy()
@@ -95,17 +106,10 @@ func (r *PushMessageReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err == nil && r.deferFirstWrite(&pm, orig) {
 		return ctrl.Result{RequeueAfter: firstWriteGrace}, nil
 	}
+	setFinishedCondition(&pm)
 	if !equality.Semantic.DeepEqual(orig, &pm.Status) {
-		pm.Status.ObservedGeneration = pm.Generation
-		if uerr := r.Client.Status().Update(ctx, &pm); uerr != nil {
-			if apierrors.IsConflict(uerr) {
-				// The cache was behind our own last write (a follower
-				// event came first). Look again shortly: a plain Requeue
-				// would go through the queue's shared 10/s bucket, which
-				// at volume made every message wait seconds.
-				return ctrl.Result{RequeueAfter: conflictRetry}, nil
-			}
-			return ctrl.Result{}, fmt.Errorf("update status: %w", uerr)
+		if requeue, uerr := r.writeStatus(ctx, &pm); requeue || uerr != nil {
+			return afterWrite(requeue, uerr)
 		}
 		r.announce(&pm, orig.Phase)
 	}
@@ -125,11 +129,29 @@ func (r *PushMessageReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	return res, nil
 }
 
-func (r *PushMessageReconciler) deadline(pm *ddpushv1.PushMessage) time.Time {
-	if pm.Spec.ActiveDeadlineSeconds == nil {
-		return time.Time{}
+// writeStatus writes pm's status; requeue is true when someone else wrote
+// the message meanwhile and it must be read again.
+func (r *PushMessageReconciler) writeStatus(ctx context.Context, pm *ddpushv1.PushMessage) (requeue bool, err error) {
+	pm.Status.ObservedGeneration = pm.Generation
+	if err := r.Client.Status().Update(ctx, pm); err != nil {
+		if apierrors.IsConflict(err) {
+			return true, nil
+		}
+		return false, fmt.Errorf("update status of PushMessage %s: %w", pm.Name, err)
 	}
-	return pm.CreationTimestamp.Add(time.Duration(*pm.Spec.ActiveDeadlineSeconds) * time.Second)
+	return false, nil
+}
+
+// afterWrite is the result of a status write that did not go through. A
+// write that lost a race with the cache (a follower event came before our
+// own last write reached it) looks again shortly: a plain Requeue would go
+// through the queue's shared 10/s bucket, which at volume made every
+// message wait seconds.
+func afterWrite(requeue bool, err error) (ctrl.Result, error) {
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	return ctrl.Result{RequeueAfter: conflictRetry}, nil
 }
 
 // backoff grows with failed attempts: 1s, 2s, 4s … up to a minute.
@@ -144,24 +166,46 @@ func (r *PushMessageReconciler) advance(ctx context.Context, pm *ddpushv1.PushMe
 		st.Phase = ddpushv1.PhasePending
 		st.Reason, st.Message = "Created", "waiting to be submitted to the node"
 	}
-	if d := r.deadline(pm); !d.IsZero() && !r.now().Before(d) {
-		r.finish(pm, ddpushv1.PhaseFailed, "DeadlineExceeded",
-			fmt.Sprintf("not delivered within activeDeadlineSeconds (%d); the phone may still receive it later", *pm.Spec.ActiveDeadlineSeconds))
+	var pn ddpushv1.PushNode
+	found := true
+	if err := r.Client.Get(ctx, node, &pn); err != nil {
+		if !apierrors.IsNotFound(err) {
+			return ctrl.Result{}, fmt.Errorf("read PushNode %s: %w", node.Name, err)
+		}
+		found = false
+	}
+
+	// What the node already said comes before any verdict of the
+	// operator's own: an ack the follower has seen makes the message
+	// Delivered even when the operator gets to it past its deadline.
+	if st.PushID != 0 {
+		if f, known, _, _ := r.Followers.Lookup(node, string(pm.UID)); known {
+			r.apply(pm, f.Fate, optTime(f.SentAt), optTime(f.FinishedAt))
+		}
+		if st.Phase.Finished() {
+			return ctrl.Result{}, nil
+		}
+	}
+	if r.pastDeadline(pm) {
+		pnp := &pn
+		if !found {
+			pnp = nil
+		}
+		r.failPastDeadline(ctx, pm, pnp)
 		return ctrl.Result{}, nil
 	}
 
-	var pn ddpushv1.PushNode
-	if err := r.Client.Get(ctx, node, &pn); err != nil {
-		if !apierrors.IsNotFound(err) {
-			return ctrl.Result{}, err
-		}
-		r.nodeUnavailable(pm, "PushNodeNotFound", fmt.Sprintf("PushNode %q does not exist in namespace %s; the message waits for it", node.Name, node.Namespace))
-		return ctrl.Result{}, nil // the PushNode watch wakes us
+	if !found {
+		return r.pushNodeMissing(pm, node), nil
 	}
+	st.PushNodeMissingSince = nil
 	if !meta.IsStatusConditionTrue(pn.Status.Conditions, ConditionAvailable) {
-		r.nodeUnavailable(pm, "NodeNotReady", fmt.Sprintf("PushNode %q is not available yet", node.Name))
-		st.Attempts++
-		return ctrl.Result{RequeueAfter: backoff(st.Attempts)}, nil
+		// Nothing to try until the node is back: no retry ticks and no
+		// status write per tick (a node outage would otherwise rewrite
+		// every open message over and over). The PushNode watch wakes the
+		// message when the node's Available condition changes.
+		r.nodeUnavailable(pm, "NodeNotReady", fmt.Sprintf("PushNode %q is not available", node.Name))
+		return ctrl.Result{}, nil
 	}
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: ConditionNodeAvailable, Status: metav1.ConditionTrue,
 		Reason: "NodeAvailable", Message: "the PushNode is available", ObservedGeneration: pm.Generation})
@@ -332,21 +376,7 @@ func (r *PushMessageReconciler) follow(ctx context.Context, pm *ddpushv1.PushMes
 	if !following || !resync || pm.Status.Phase.Finished() {
 		return ctrl.Result{}, nil
 	}
-	ep, err := r.Locator.ForUUID(ctx, pn, pm.Status.TargetUUID)
-	if err != nil {
-		return ctrl.Result{RequeueAfter: backoff(3)}, nil
-	}
-	token, err := ReadToken(ctx, r.Client, pn)
-	if err != nil {
-		return ctrl.Result{RequeueAfter: backoff(3)}, nil
-	}
-	if _, ok := r.gate().enter(node, r.now(), nodeCallTimeout); !ok {
-		return ctrl.Result{RequeueAfter: backoff(3)}, nil
-	}
-	c := api.NewClient(ep.URL, token)
-	c.HTTP.Timeout = nodeCallTimeout
-	p, err := c.GetPush(ctx, uint64(pm.Status.PushID))
-	r.observe(node, err)
+	p, err := r.lookupPush(ctx, pm, pn)
 	if err != nil {
 		var se *api.StatusError
 		if errors.As(err, &se) && se.Code == http.StatusNotFound {
@@ -399,6 +429,11 @@ func (r *PushMessageReconciler) apply(pm *ddpushv1.PushMessage, fate string, sen
 		st.SentAt = &t
 	}
 	if next == "" || phaseRank(next) <= phaseRank(st.Phase) {
+		return
+	}
+	if phaseRank(next) == phaseRank(ddpushv1.PhaseDelivered) && r.finishedLate(pm, finishedAt) {
+		// The deadline came first; the node finished with the push later.
+		r.finishLate(pm, next, finishedAt)
 		return
 	}
 	switch next {

@@ -31,6 +31,7 @@ type nodeFixture struct {
 	ns, name string
 	proc     *nodetest.Process
 	loc      *testLocator
+	dataDir  string // the node's store: its volume
 }
 
 // startNode creates a PushNode, starts a real pushnode process with the
@@ -48,7 +49,8 @@ func startNode(t testing.TB, loc *testLocator, extra ...string) *nodeFixture {
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "operator-token")
 	must(t, os.WriteFile(tokenFile, sec.Data["token"], 0o600))
-	f.proc = nodetest.StartProcess(t, filepath.Join(dir, "data"), append([]string{"--api-token-file", tokenFile}, extra...)...)
+	f.dataDir = filepath.Join(dir, "data")
+	f.proc = nodetest.StartProcess(t, f.dataDir, append([]string{"--api-token-file", tokenFile}, extra...)...)
 	loc.set(types.NamespacedName{Namespace: f.ns, Name: f.name}, "http://"+f.proc.HTTP)
 	markReady(t, f.ns, f.name)
 	eventually(t, 20*time.Second, "PushNode available", func() error {

@@ -29,6 +29,9 @@ type Options struct {
 	// PushMessageWorkers is how many PushMessages are reconciled at once
 	// (0: DefaultPushMessageWorkers).
 	PushMessageWorkers int
+	// PushNodeDeletedGrace is how long a submitted PushMessage outlives
+	// its PushNode before it fails (0: DefaultPushNodeDeletedGrace).
+	PushNodeDeletedGrace time.Duration
 }
 
 // DefaultPushMessageWorkers lets several submissions to nodes be in flight
@@ -58,7 +61,7 @@ func Setup(mgr ctrl.Manager, opt Options) error {
 	}
 	return (&PushMessageReconciler{
 		Client: mgr.GetClient(), Recorder: mgr.GetEventRecorder("pushmessage-controller"),
-		Locator: opt.Locator, Followers: f, Workers: opt.PushMessageWorkers,
+		Locator: opt.Locator, Followers: f, Workers: opt.PushMessageWorkers, PushNodeDeletedGrace: opt.PushNodeDeletedGrace,
 	}).SetupWithManager(mgr)
 }
 

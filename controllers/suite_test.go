@@ -116,6 +116,9 @@ func (l *testLocator) All(_ context.Context, pn *ddpushv1.PushNode) ([]controlle
 type manager struct {
 	cancel context.CancelFunc
 	done   chan error
+	// once: a test that stops its manager early stops it again in its
+	// cleanup, which must not wait for a second end.
+	once sync.Once
 }
 
 func startManager(t testing.TB, loc controllers.NodeLocator) *manager {
@@ -126,6 +129,13 @@ func startManager(t testing.TB, loc controllers.NodeLocator) *manager {
 // startManagerWith runs the controllers as the user of restCfg, watching
 // only namespaces if any are given.
 func startManagerWith(t testing.TB, restCfg *rest.Config, loc controllers.NodeLocator, namespaces []string) *manager {
+	t.Helper()
+	return startManagerOpts(t, restCfg, loc, namespaces, nil)
+}
+
+// startManagerOpts is startManagerWith whose controller options tune
+// may change first.
+func startManagerOpts(t testing.TB, restCfg *rest.Config, loc controllers.NodeLocator, namespaces []string, tune func(*controllers.Options)) *manager {
 	t.Helper()
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:                 scheme,
@@ -139,12 +149,16 @@ func startManagerWith(t testing.TB, restCfg *rest.Config, loc controllers.NodeLo
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := controllers.Setup(mgr, controllers.Options{
+	opts := controllers.Options{
 		Builders: builders.Options{DefaultImage: "example.test/pushnode:test"},
 		Locator:  loc,
 		// Tests do not wait a minute for a removed conflicting object.
 		ConflictRetry: time.Second,
-	}); err != nil {
+	}
+	if tune != nil {
+		tune(&opts)
+	}
+	if err := controllers.Setup(mgr, opts); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -155,11 +169,13 @@ func startManagerWith(t testing.TB, restCfg *rest.Config, loc controllers.NodeLo
 }
 
 func (m *manager) stop() {
-	m.cancel()
-	select {
-	case <-m.done:
-	case <-time.After(30 * time.Second):
-	}
+	m.once.Do(func() {
+		m.cancel()
+		select {
+		case <-m.done:
+		case <-time.After(30 * time.Second):
+		}
+	})
 }
 
 // eventually retries check until it returns nil or the timeout passes.

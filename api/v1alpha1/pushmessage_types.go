@@ -64,7 +64,8 @@ type PushMessageSpec struct {
 
 	// ActiveDeadlineSeconds bounds the time from creation to delivery;
 	// past it the message is Failed (it may still reach the phone later:
-	// the protocol cannot take a push back).
+	// the protocol cannot take a push back). What counts is when the node
+	// saw the ack, not when the operator learned of it.
 	// +kubebuilder:validation:Minimum=1
 	// +optional
 	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
@@ -95,7 +96,8 @@ const (
 	PhaseSuperseded PushMessagePhase = "Superseded"
 	// PhaseExpired: the client's record expired before it acked.
 	PhaseExpired PushMessagePhase = "Expired"
-	// PhaseFailed: refused by the node, or past its deadline.
+	// PhaseFailed: refused by the node, past its deadline, lost with the
+	// node's data, or left behind by a deleted PushNode.
 	PhaseFailed PushMessagePhase = "Failed"
 )
 
@@ -146,7 +148,15 @@ type PushMessageStatus struct {
 	// Attempts counts submissions that failed and were retried.
 	// +optional
 	Attempts int32 `json:"attempts,omitempty"`
-	// Conditions: Submitted, Delivered, NodeAvailable.
+	// PushNodeMissingSince is when the operator first found the PushNode
+	// of a submitted message gone; it is cleared when the PushNode exists
+	// again. It is kept in the status so that the grace period before the
+	// message fails (reason PushNodeDeleted) survives an operator restart.
+	// +optional
+	PushNodeMissingSince *metav1.Time `json:"pushNodeMissingSince,omitempty"`
+	// Conditions: Submitted, Delivered, NodeAvailable, and Finished,
+	// which every message has: False while it is open, True (reason: the
+	// final phase) once nothing more can happen to it.
 	// +listType=map
 	// +listMapKey=type
 	// +optional

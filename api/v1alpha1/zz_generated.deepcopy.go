@@ -217,6 +217,10 @@ func (in *PushMessageStatus) DeepCopyInto(out *PushMessageStatus) {
 		in, out := &in.CompletionTime, &out.CompletionTime
 		*out = (*in).DeepCopy()
 	}
+	if in.PushNodeMissingSince != nil {
+		in, out := &in.PushNodeMissingSince, &out.PushNodeMissingSince
+		*out = (*in).DeepCopy()
+	}
 	if in.Conditions != nil {
 		in, out := &in.Conditions, &out.Conditions
 		*out = make([]v1.Condition, len(*in))

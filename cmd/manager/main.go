@@ -50,6 +50,8 @@ func main() {
 		"comma-separated namespaces whose PushNodes and PushMessages the operator manages (default: every namespace)")
 	workers := flag.Int("pushmessage-workers", controllers.DefaultPushMessageWorkers,
 		"PushMessages reconciled at once (each may wait on a node's commit)")
+	deletedGrace := flag.Duration("pushnode-deleted-grace", controllers.DefaultPushNodeDeletedGrace,
+		"how long a submitted PushMessage outlives its deleted PushNode before it fails (reason PushNodeDeleted); a PushNode recreated sooner picks it up again")
 	version := flag.Bool("version", false, "print the version and exit")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -91,7 +93,11 @@ func main() {
 		log.Error(fmt.Errorf("--pushmessage-workers=%d: want at least 1", *workers), "invalid flag")
 		os.Exit(2)
 	}
-	if err := controllers.Setup(mgr, controllers.Options{Builders: bopts, PushMessageWorkers: *workers}); err != nil {
+	if *deletedGrace <= 0 {
+		log.Error(fmt.Errorf("%v is not positive", *deletedGrace), "invalid --pushnode-deleted-grace")
+		os.Exit(2)
+	}
+	if err := controllers.Setup(mgr, controllers.Options{Builders: bopts, PushMessageWorkers: *workers, PushNodeDeletedGrace: *deletedGrace}); err != nil {
 		log.Error(err, "cannot set up the controllers")
 		os.Exit(1)
 	}
