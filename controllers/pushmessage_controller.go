@@ -57,6 +57,9 @@ type PushMessageReconciler struct {
 
 	gateOnce  sync.Once
 	nodeGates *nodeGate
+	// handedOver holds when each message not yet written was first handed
+	// to an online phone (see deferFirstWrite).
+	handedOver sync.Map
 	// Now is the clock (tests may move it).
 	Now func() time.Time
 	// PushNodeDeletedGrace is how long a submitted message outlives its
@@ -82,6 +85,9 @@ func (r *PushMessageReconciler) now() time.Time {
 func (r *PushMessageReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var pm ddpushv1.PushMessage
 	if err := r.Client.Get(ctx, req.NamespacedName, &pm); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.handedOver.Delete(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !pm.DeletionTimestamp.IsZero() {
@@ -326,12 +332,23 @@ const firstWriteGrace = time.Second
 // nothing was recorded, that reconcile submits again with the same
 // idempotency key, the node answers with the push as it now stands, and
 // the message is written once, Delivered, instead of Sent and then
-// Delivered. A message still unacknowledged after the grace is written
-// Sent as before. An operator restart in between costs nothing: the
-// submission is idempotent.
+// Delivered. A message still unacknowledged a grace after it was first
+// handed over is written Sent as before. An operator restart in between
+// costs nothing: the submission is idempotent. The grace counts from the
+// first hand-over seen by this process, not from the message's creation:
+// at volume a message can wait in the queue longer than the grace.
 func (r *PushMessageReconciler) deferFirstWrite(pm *ddpushv1.PushMessage, orig *ddpushv1.PushMessageStatus) bool {
-	return orig.PushID == 0 && pm.Status.PushID != 0 && pm.Status.Phase == ddpushv1.PhaseSent &&
-		r.now().Sub(pm.CreationTimestamp.Time) < firstWriteGrace
+	key := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}
+	if orig.PushID != 0 || pm.Status.PushID == 0 || pm.Status.Phase != ddpushv1.PhaseSent {
+		r.handedOver.Delete(key)
+		return false
+	}
+	first, _ := r.handedOver.LoadOrStore(key, r.now())
+	if r.now().Sub(first.(time.Time)) < firstWriteGrace {
+		return true
+	}
+	r.handedOver.Delete(key)
+	return false
 }
 
 // conflictRetry is how soon a message whose status write lost a race with
