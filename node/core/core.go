@@ -253,6 +253,11 @@ func (c *Core) Records() int64 { return c.table.Len() }
 // Started is when the node started.
 func (c *Core) Started() time.Time { return c.started }
 
+// Incarnation is the id of the store this node runs on (see
+// store.Store.Incarnation): push ids and event numbers are only meaningful
+// together with it.
+func (c *Core) Incarnation() string { return c.store.Incarnation() }
+
 // DurableSeq is the last event sequence number followers can read.
 func (c *Core) DurableSeq() uint64 { return c.ev.durable.Load() }
 
