@@ -3,6 +3,8 @@ package controllers_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -46,7 +48,7 @@ func startProxy(t *testing.T, target string) *nodeProxy {
 		p.mu.Lock()
 		r.SetURL(p.target)
 		p.mu.Unlock()
-	}}
+	}, ErrorLog: log.New(io.Discard, "", 0)} // a node being replaced is expected to be unreachable for a while
 	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.Method == http.MethodGet && strings.HasPrefix(r.URL.Path, api.PathPushes+"/"):
@@ -112,6 +114,9 @@ func waitPhaseWithin(t *testing.T, d time.Duration, ns, name string, want ddpush
 	var pm *ddpushv1.PushMessage
 	eventually(t, d, name+" "+string(want), func() error {
 		pm = getPM(t, ns, name)
+		if pm.Status.Phase.Finished() && pm.Status.Phase != want {
+			t.Fatalf("%s ended %s (%s: %s), want %s", name, pm.Status.Phase, pm.Status.Reason, pm.Status.Message, want)
+		}
 		if pm.Status.Phase != want {
 			return fmt.Errorf("phase %q (%s: %s)", pm.Status.Phase, pm.Status.Reason, pm.Status.Message)
 		}
