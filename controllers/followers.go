@@ -75,9 +75,9 @@ func (f *Followers) NeedLeaderElection() bool { return true }
 type follower struct {
 	key    types.NamespacedName
 	cancel context.CancelFunc
-	// cur is where the follower is in the node's event log; only its
+	// pos is where the follower is in the node's event log; only its
 	// run loop uses it.
-	cur    cursor
+	pos    cursor
 	mu     sync.Mutex
 	epoch  int
 	fates  map[string]Fate // by idempotency key (the PushMessage UID)
@@ -118,8 +118,9 @@ func (f *Followers) loop(key types.NamespacedName) *follower {
 
 // Lookup returns what the stream said about the push with idempotency
 // key uid, and whether the caller must look the push up once itself
-// because the stream may have missed it (the follower restarted or fell
-// behind since the message was last looked at).
+// because the stream may have missed it (since the message was last
+// looked at, the follower started, events were trimmed before it read
+// them, or the node's store was replaced).
 func (f *Followers) Lookup(node types.NamespacedName, uid string) (fate Fate, known bool, resync bool, following bool) {
 	l := f.loop(node)
 	if l == nil {
@@ -241,7 +242,7 @@ func (f *Followers) run(ctx context.Context, l *follower) {
 			}
 			continue
 		}
-		if !l.cur.set {
+		if !l.pos.set {
 			if err := f.baseline(ctx, c, l); err != nil {
 				log.V(1).Info("cannot read node status", "err", err)
 				if !pause() {
@@ -250,7 +251,7 @@ func (f *Followers) run(ctx context.Context, l *follower) {
 				continue
 			}
 		}
-		evs, err := c.Events(ctx, l.cur.seq, 1000, f.Wait)
+		evs, err := c.Events(ctx, l.pos.seq, 1000, f.Wait)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -258,19 +259,19 @@ func (f *Followers) run(ctx context.Context, l *follower) {
 			// The node may be restarting or out of reach for a moment.
 			// The cursor is kept: the next answer says whether it still
 			// holds, so a restart on the same store costs no resync.
-			log.V(1).Info("reading events failed; will resume from the cursor", "err", err, "after", l.cur.seq)
+			log.V(1).Info("reading events failed; will resume from the cursor", "err", err, "after", l.pos.seq)
 			if !pause() {
 				return
 			}
 			continue
 		}
 		backoff = time.Second
-		if evs.Incarnation != l.cur.incarnation {
+		if evs.Incarnation != l.pos.incarnation {
 			// The node runs on another store: the cursor, and every push
 			// id the messages hold, name other events and pushes there.
 			log.Info("the node's store was replaced; resyncing open messages",
-				"incarnation", evs.Incarnation, "previous", l.cur.incarnation)
-			l.cur.set = false
+				"incarnation", evs.Incarnation, "previous", l.pos.incarnation)
+			l.pos.set = false
 			continue
 		}
 		if evs.Gap {
@@ -285,7 +286,7 @@ func (f *Followers) run(ctx context.Context, l *follower) {
 			l.record(e, evs.Incarnation)
 			f.wake(ctx, l.key.Namespace, e.Key)
 		}
-		l.cur.seq = evs.Next
+		l.pos.seq = evs.Next
 	}
 }
 

@@ -31,7 +31,7 @@ func (f *Followers) baseline(ctx context.Context, c *api.Client, l *follower) er
 	if err != nil {
 		return fmt.Errorf("read node status: %w", err)
 	}
-	l.cur = cursor{set: true, seq: st.EventSeq, incarnation: st.Incarnation}
+	l.pos = cursor{set: true, seq: st.EventSeq, incarnation: st.Incarnation}
 	l.newEpoch()
 	f.wakeAll(ctx, l.key)
 	return nil
