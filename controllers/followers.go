@@ -242,14 +242,18 @@ func (f *Followers) run(ctx context.Context, l *follower) {
 			}
 			continue
 		}
-		if !l.pos.set {
-			if err := f.baseline(ctx, c, l); err != nil {
-				log.V(1).Info("cannot read node status", "err", err)
-				if !pause() {
-					return
-				}
-				continue
+		switch {
+		case !l.pos.set:
+			err = f.baseline(ctx, c, l)
+		case l.pos.recheck:
+			err = f.recheck(ctx, c, l)
+		}
+		if err != nil {
+			log.V(1).Info("cannot look at the node", "err", err)
+			if !pause() {
+				return
 			}
+			continue
 		}
 		evs, err := c.Events(ctx, l.pos.seq, 1000, f.Wait)
 		if err != nil {
@@ -260,6 +264,7 @@ func (f *Followers) run(ctx context.Context, l *follower) {
 			// The cursor is kept: the next answer says whether it still
 			// holds, so a restart on the same store costs no resync.
 			log.V(1).Info("reading events failed; will resume from the cursor", "err", err, "after", l.pos.seq)
+			l.pos.recheck = true
 			if !pause() {
 				return
 			}

@@ -256,3 +256,43 @@ func mustToken(t *testing.T, f *nodeFixture) string {
 	must(t, k8s.Get(context.Background(), types.NamespacedName{Namespace: f.ns, Name: f.name + "-api-token"}, &sec))
 	return string(sec.Data["token"])
 }
+
+// A node restored from a copy of its store keeps the copy's incarnation
+// but its log ends before the follower's cursor: that gap makes every
+// open message look its push up, and one the copy does not hold is lost
+// (PushLost: the store is the same one, only older).
+func TestRestoredStoreBehindTheCursorResyncs(t *testing.T) {
+	loc := &testLocator{}
+	startManager(t, loc)
+	f, px, data := startNodeBehindProxy(t, loc)
+	ctx := context.Background()
+
+	// A copy of the store, taken while no node runs on it.
+	f.proc.Signal(t, syscall.SIGTERM, 20*time.Second)
+	db := filepath.Join(data, "pushnode.db")
+	backup, err := os.ReadFile(db)
+	must(t, err)
+	f.proc = nodetest.StartProcess(t, data, "--api-token-file", tokenFile(t, f, t.TempDir()))
+	px.point(t, f.proc.HTTP)
+
+	pm := f.message("after-copy", "83001", ddpushv1.KindGeneral)
+	must(t, k8s.Create(ctx, pm))
+	got := waitPhase(t, f.ns, "after-copy", ddpushv1.PhaseQueued)
+	inc := got.Status.NodeIncarnation
+
+	// The store is put back to the copy: same incarnation, shorter log,
+	// no push for the message.
+	f.proc.Signal(t, syscall.SIGTERM, 20*time.Second)
+	must(t, os.WriteFile(db, backup, 0o600))
+	f.proc = nodetest.StartProcess(t, data, "--api-token-file", tokenFile(t, f, t.TempDir()))
+	st, err := api.NewClient("http://"+f.proc.HTTP, mustToken(t, f)).Status(ctx)
+	must(t, err)
+	if st.Incarnation != inc {
+		t.Fatalf("the restored copy has incarnation %q, the store had %q", st.Incarnation, inc)
+	}
+	px.point(t, f.proc.HTTP)
+	got = waitPhaseWithin(t, 2*time.Minute, f.ns, "after-copy", ddpushv1.PhaseFailed)
+	if got.Status.Reason != "PushLost" {
+		t.Fatalf("after-copy: %s: %s", got.Status.Reason, got.Status.Message)
+	}
+}

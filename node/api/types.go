@@ -216,6 +216,11 @@ type Status struct {
 	// replaced by an empty one (push ids and event numbers then start
 	// again, so they name other pushes and events than before).
 	Incarnation string `json:"incarnation"`
+	// LastPushID is the last push id handed out: every push this store
+	// accepted has an id at most this. A client that knows an accepted
+	// push with a greater id, from this incarnation, knows that the store
+	// was put back to an older copy and that the push is gone.
+	LastPushID uint64 `json:"lastPushId"`
 }
 
 // ExpireRequest is the body of POST /v1/expire: remove records whose last

@@ -40,6 +40,9 @@ func TestStoreIncarnationInStatusPushesAndEvents(t *testing.T) {
 	if err != nil || !dup.Duplicate || dup.Incarnation != inc {
 		t.Fatalf("repeated push: %+v, %v", dup, err)
 	}
+	if st, err := n.API.Status(ctx); err != nil || st.LastPushID != p.ID {
+		t.Fatalf("status after push %d: lastPushId %d, %v", p.ID, st.LastPushID, err)
+	}
 	got, err := n.API.GetPush(ctx, p.ID)
 	if err != nil || got.Incarnation != inc {
 		t.Fatalf("GET push: %+v, %v", got, err)

@@ -133,6 +133,7 @@ func (a *API) Status() api.Status {
 		ExpiryAgeHours: a.opt.ExpiryAge.Hours(),
 		Ready:          a.Ready(),
 		Incarnation:    c.Incarnation(),
+		LastPushID:     c.LastPushID(),
 	}
 	if err := c.StoreErr(); err != nil {
 		s.StoreError = err.Error()
