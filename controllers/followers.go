@@ -18,9 +18,13 @@ import (
 // Fate is the latest known fate of one push, as the event stream told it.
 type Fate struct {
 	PushID     uint64
+	UUID       string
 	Fate       string
 	SentAt     time.Time
 	FinishedAt time.Time
+	// Incarnation is the node store the events came from: PushID names
+	// this push only in that store.
+	Incarnation string
 }
 
 // Followers follows the delivery events of every available PushNode: one
@@ -71,6 +75,9 @@ func (f *Followers) NeedLeaderElection() bool { return true }
 type follower struct {
 	key    types.NamespacedName
 	cancel context.CancelFunc
+	// pos is where the follower is in the node's event log; only its
+	// run loop uses it.
+	pos    cursor
 	mu     sync.Mutex
 	epoch  int
 	fates  map[string]Fate // by idempotency key (the PushMessage UID)
@@ -111,8 +118,9 @@ func (f *Followers) loop(key types.NamespacedName) *follower {
 
 // Lookup returns what the stream said about the push with idempotency
 // key uid, and whether the caller must look the push up once itself
-// because the stream may have missed it (the follower restarted or fell
-// behind since the message was last looked at).
+// because the stream may have missed it (since the message was last
+// looked at, the follower started, events were trimmed before it read
+// them, or the node's store was replaced).
 func (f *Followers) Lookup(node types.NamespacedName, uid string) (fate Fate, known bool, resync bool, following bool) {
 	l := f.loop(node)
 	if l == nil {
@@ -145,10 +153,17 @@ func (f *Followers) Forget(node types.NamespacedName, uid string) {
 	}
 }
 
-func (l *follower) record(e api.Event) {
+// record keeps what event e, read from the log of store incarnation inc,
+// says about its push.
+func (l *follower) record(e api.Event, inc string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	cur, ok := l.fates[e.Key]
+	if ok && (cur.Incarnation != inc || cur.PushID != e.PushID) {
+		// The key was pushed again into a store that replaced the
+		// first: what the first store said is about another push.
+		cur = Fate{}
+	}
 	if !ok {
 		l.order = append(l.order, e.Key)
 		if len(l.order) > maxFates {
@@ -158,7 +173,7 @@ func (l *follower) record(e api.Event) {
 			delete(l.synced, old)
 		}
 	}
-	cur.PushID = e.PushID
+	cur.PushID, cur.UUID, cur.Incarnation = e.PushID, e.UUID, inc
 	switch e.Fate {
 	case api.FateSent:
 		if cur.SentAt.IsZero() {
@@ -199,8 +214,6 @@ func (f *Followers) run(ctx context.Context, l *follower) {
 	log.Info("following delivery events")
 	defer log.Info("stopped following delivery events")
 	backoff := time.Second
-	var cursor uint64
-	started := false
 	pause := func() bool {
 		select {
 		case <-ctx.Done():
@@ -229,38 +242,45 @@ func (f *Followers) run(ctx context.Context, l *follower) {
 			}
 			continue
 		}
-		if !started {
-			// Start from now: what happened before is read once by each
-			// open message itself (a resync), not replayed.
-			st, err := c.Status(ctx)
-			if err != nil {
-				log.V(1).Info("cannot read node status", "err", err)
-				if !pause() {
-					return
-				}
-				continue
-			}
-			cursor = st.EventSeq
-			started = true
-			l.newEpoch()
-			f.wakeAll(ctx, l.key)
+		switch {
+		case !l.pos.set:
+			err = f.baseline(ctx, c, l)
+		case l.pos.recheck:
+			err = f.recheck(ctx, c, l)
 		}
-		evs, err := c.Events(ctx, cursor, 1000, f.Wait)
+		if err != nil {
+			log.V(1).Info("cannot look at the node", "err", err)
+			if !pause() {
+				return
+			}
+			continue
+		}
+		evs, err := c.Events(ctx, l.pos.seq, 1000, f.Wait)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			log.V(1).Info("reading events failed; will retry", "err", err)
-			// The node may have restarted without its data: start over.
-			started = false
+			// The node may be restarting or out of reach for a moment.
+			// The cursor is kept: the next answer says whether it still
+			// holds, so a restart on the same store costs no resync.
+			log.V(1).Info("reading events failed; will resume from the cursor", "err", err, "after", l.pos.seq)
+			l.pos.recheck = true
 			if !pause() {
 				return
 			}
 			continue
 		}
 		backoff = time.Second
+		if evs.Incarnation != l.pos.incarnation {
+			// The node runs on another store: the cursor, and every push
+			// id the messages hold, name other events and pushes there.
+			log.Info("the node's store was replaced; resyncing open messages",
+				"incarnation", evs.Incarnation, "previous", l.pos.incarnation)
+			l.pos.set = false
+			continue
+		}
 		if evs.Gap {
-			log.Info("events were trimmed before they were read; resyncing open messages")
+			log.Info("events were missed (trimmed before they were read, or the log is behind the cursor); resyncing open messages")
 			l.newEpoch()
 			f.wakeAll(ctx, l.key)
 		}
@@ -268,10 +288,10 @@ func (f *Followers) run(ctx context.Context, l *follower) {
 			if e.Key == "" {
 				continue // pushed without a key: not a PushMessage
 			}
-			l.record(e)
+			l.record(e, evs.Incarnation)
 			f.wake(ctx, l.key.Namespace, e.Key)
 		}
-		cursor = evs.Next
+		l.pos.seq = evs.Next
 	}
 }
 

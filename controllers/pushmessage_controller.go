@@ -186,7 +186,7 @@ func (r *PushMessageReconciler) advance(ctx context.Context, pm *ddpushv1.PushMe
 	// Delivered even when the operator gets to it past its deadline.
 	if st.PushID != 0 {
 		if f, known, _, _ := r.Followers.Lookup(node, string(pm.UID)); known {
-			r.apply(pm, f.Fate, optTime(f.SentAt), optTime(f.FinishedAt))
+			r.applyFate(pm, f)
 		}
 		if st.Phase.Finished() {
 			return ctrl.Result{}, nil
@@ -303,15 +303,16 @@ func (r *PushMessageReconciler) submit(ctx context.Context, pm *ddpushv1.PushMes
 	st.PushID = int64(p.ID)
 	st.TargetUUID = p.UUID
 	st.NodePod = ep.Pod
+	st.NodeIncarnation = p.Incarnation
 	st.SubmittedAt = &now
 	st.Reason, st.Message = "Submitted", fmt.Sprintf("accepted by %s as push %d", ep.Pod, p.ID)
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: ConditionSubmitted, Status: metav1.ConditionTrue,
 		Reason: "Accepted", Message: st.Message, ObservedGeneration: pm.Generation})
-	r.apply(pm, p.Fate, p.SentAt, p.FinishedAt)
+	r.applyPush(pm, &p)
 	// The submit answer already says what the node knew at that moment.
 	r.Followers.Synced(types.NamespacedName{Namespace: pm.Namespace, Name: pn.Name}, string(pm.UID))
 	if f, known, _, _ := r.Followers.Lookup(types.NamespacedName{Namespace: pm.Namespace, Name: pn.Name}, string(pm.UID)); known {
-		r.apply(pm, f.Fate, optTime(f.SentAt), optTime(f.FinishedAt))
+		r.applyFate(pm, f)
 	}
 	return ctrl.Result{}, nil
 }
@@ -388,7 +389,7 @@ func (r *PushMessageReconciler) follow(ctx context.Context, pm *ddpushv1.PushMes
 	uid := string(pm.UID)
 	f, known, resync, following := r.Followers.Lookup(node, uid)
 	if known {
-		r.apply(pm, f.Fate, optTime(f.SentAt), optTime(f.FinishedAt))
+		r.applyFate(pm, f)
 	}
 	if !following || !resync || pm.Status.Phase.Finished() {
 		return ctrl.Result{}, nil
@@ -397,14 +398,17 @@ func (r *PushMessageReconciler) follow(ctx context.Context, pm *ddpushv1.PushMes
 	if err != nil {
 		var se *api.StatusError
 		if errors.As(err, &se) && se.Code == http.StatusNotFound {
-			r.finish(pm, ddpushv1.PhaseFailed, "PushLost", fmt.Sprintf(
-				"the node no longer knows push %d (its data was lost or the push was trimmed)", pm.Status.PushID))
+			c, _, cerr := r.nodeClient(ctx, pm, pn)
+			if cerr != nil {
+				return ctrl.Result{RequeueAfter: backoff(3)}, nil
+			}
+			r.pushNotFound(ctx, c, pm)
 			return ctrl.Result{}, nil
 		}
 		return ctrl.Result{RequeueAfter: backoff(3)}, nil
 	}
 	r.Followers.Synced(node, uid)
-	r.apply(pm, p.Fate, p.SentAt, p.FinishedAt)
+	r.applyPush(pm, &p)
 	return ctrl.Result{}, nil
 }
 

@@ -60,7 +60,7 @@ func (r *PushMessageReconciler) failPastDeadline(ctx context.Context, pm *ddpush
 		p, err := r.lookupPush(lctx, pm, pn)
 		cancel()
 		if err == nil {
-			r.apply(pm, p.Fate, p.SentAt, p.FinishedAt)
+			r.applyPush(pm, &p)
 		} else {
 			logf.FromContext(ctx).V(1).Info("cannot look the push up at its deadline; failing it", "err", err)
 		}
@@ -72,13 +72,25 @@ func (r *PushMessageReconciler) failPastDeadline(ctx context.Context, pm *ddpush
 		fmt.Sprintf("not delivered within activeDeadlineSeconds (%d); the phone may still receive it later", *pm.Spec.ActiveDeadlineSeconds))
 }
 
-// lookupPush asks the message's node what became of its push.
-func (r *PushMessageReconciler) lookupPush(ctx context.Context, pm *ddpushv1.PushMessage, pn *ddpushv1.PushNode) (api.Push, error) {
+// nodeClient is a client of the node pod that serves the message's
+// target, with the PushNode's token.
+func (r *PushMessageReconciler) nodeClient(ctx context.Context, pm *ddpushv1.PushMessage, pn *ddpushv1.PushNode) (*api.Client, string, error) {
 	ep, err := r.Locator.ForUUID(ctx, pn, pm.Status.TargetUUID)
 	if err != nil {
-		return api.Push{}, fmt.Errorf("locate the node of push %d: %w", pm.Status.PushID, err)
+		return nil, "", fmt.Errorf("locate the node of push %d: %w", pm.Status.PushID, err)
 	}
 	token, err := ReadToken(ctx, r.Client, pn)
+	if err != nil {
+		return nil, "", err
+	}
+	c := api.NewClient(ep.URL, token)
+	c.HTTP.Timeout = nodeCallTimeout
+	return c, ep.Pod, nil
+}
+
+// lookupPush asks the message's node what became of its push.
+func (r *PushMessageReconciler) lookupPush(ctx context.Context, pm *ddpushv1.PushMessage, pn *ddpushv1.PushNode) (api.Push, error) {
+	c, pod, err := r.nodeClient(ctx, pm, pn)
 	if err != nil {
 		return api.Push{}, err
 	}
@@ -87,12 +99,10 @@ func (r *PushMessageReconciler) lookupPush(ctx context.Context, pm *ddpushv1.Pus
 		return api.Push{}, fmt.Errorf("PushNode %q gave no answer to an earlier call; the next try is after %s",
 			pn.Name, until.UTC().Format(time.RFC3339))
 	}
-	c := api.NewClient(ep.URL, token)
-	c.HTTP.Timeout = nodeCallTimeout
 	p, err := c.GetPush(ctx, uint64(pm.Status.PushID))
 	r.observe(node, err)
 	if err != nil {
-		return api.Push{}, fmt.Errorf("look up push %d on %s: %w", pm.Status.PushID, ep.Pod, err)
+		return api.Push{}, fmt.Errorf("look up push %d on %s: %w", pm.Status.PushID, pod, err)
 	}
 	return p, nil
 }

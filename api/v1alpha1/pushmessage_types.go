@@ -133,6 +133,12 @@ type PushMessageStatus struct {
 	// NodePod is the pod of the node that accepted it.
 	// +optional
 	NodePod string `json:"nodePod,omitempty"`
+	// NodeIncarnation is the id of the node store that accepted the push.
+	// PushID names this push only in that store: a fate read from a store
+	// of another incarnation (one that replaced it, starting ids again) is
+	// never applied.
+	// +optional
+	NodeIncarnation string `json:"nodeIncarnation,omitempty"`
 	// SubmittedAt is when the node accepted it.
 	// +optional
 	SubmittedAt *metav1.Time `json:"submittedAt,omitempty"`

@@ -128,6 +128,9 @@ type Push struct {
 	// Duplicate is true when the idempotency key was seen before and
 	// this is the earlier push.
 	Duplicate bool `json:"duplicate,omitempty"`
+	// Incarnation is the id of the store holding the push (see
+	// Status.Incarnation): a push id names this push only together with it.
+	Incarnation string `json:"incarnation,omitempty"`
 }
 
 // BulkResult is one target of a bulk push.
@@ -208,6 +211,16 @@ type Status struct {
 	Ready bool `json:"ready"`
 	// StoreError is why the store's commits fail, while they do.
 	StoreError string `json:"storeError,omitempty"`
+	// Incarnation is the id of the node's store, generated when the store
+	// was created: the same across restarts, new when the store is
+	// replaced by an empty one (push ids and event numbers then start
+	// again, so they name other pushes and events than before).
+	Incarnation string `json:"incarnation"`
+	// LastPushID is the last push id handed out: every push this store
+	// accepted has an id at most this. A client that knows an accepted
+	// push with a greater id, from this incarnation, knows that the store
+	// was put back to an older copy and that the push is gone.
+	LastPushID uint64 `json:"lastPushId"`
 }
 
 // ExpireRequest is the body of POST /v1/expire: remove records whose last
@@ -243,6 +256,10 @@ type Events struct {
 	// store was replaced, and Next is the log's end): either way the
 	// follower missed some and should look up what it waits for.
 	Gap bool `json:"gap,omitempty"`
+	// Incarnation is the id of the store whose log these events are
+	// from: a cursor kept from a store of another incarnation means
+	// nothing in this log.
+	Incarnation string `json:"incarnation,omitempty"`
 }
 
 // Error is every error body.

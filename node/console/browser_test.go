@@ -513,7 +513,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.fitsWidth("phone dashboard")
 	b.screen("08-phone-dashboard")
 	b.do("open the node's settings", 10*time.Second, chromedp.Click(chromedp.CSS(`#dashboard-view details > summary`)))
-	if got := b.text("#node-facts"); !strings.Contains(got, "Heartbeat policy") || !strings.Contains(got, "500 bytes") {
+	if got := b.text("#node-facts"); !strings.Contains(got, "Heartbeat policy") || !strings.Contains(got, "500 bytes") || !strings.Contains(got, "Store incarnation") {
 		t.Errorf("node settings: %q", got)
 	}
 	b.fitsWidth("phone dashboard with settings")

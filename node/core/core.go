@@ -253,6 +253,16 @@ func (c *Core) Records() int64 { return c.table.Len() }
 // Started is when the node started.
 func (c *Core) Started() time.Time { return c.started }
 
+// Incarnation is the id of the store this node runs on (see
+// store.Store.Incarnation): push ids and event numbers are only meaningful
+// together with it.
+func (c *Core) Incarnation() string { return c.store.Incarnation() }
+
+// LastPushID is the last push id handed out: every accepted push has an
+// id at most this. A store put back to an older copy hands out ids again
+// from where the copy was, so this goes back with it.
+func (c *Core) LastPushID() uint64 { return c.nextID.Load() }
+
 // DurableSeq is the last event sequence number followers can read.
 func (c *Core) DurableSeq() uint64 { return c.ev.durable.Load() }
 

@@ -81,7 +81,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		// replaced (moved aside, or restored from an older copy). Waiting
 		// for events after the cursor would miss every new one: say so,
 		// and where the log is now.
-		writeJSON(w, http.StatusOK, api.Events{Events: []api.Event{}, Next: durable, Gap: true})
+		writeJSON(w, http.StatusOK, api.Events{Events: []api.Event{}, Next: durable, Gap: true, Incarnation: a.core.Incarnation()})
 		return
 	}
 	// A long poll answers after up to wait.
@@ -91,7 +91,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	out := api.Events{Events: make([]api.Event, 0, len(evs)), Next: after}
+	out := api.Events{Events: make([]api.Event, 0, len(evs)), Next: after, Incarnation: a.core.Incarnation()}
 	if first := a.core.FirstEventSeq(); first > after+1 {
 		out.Gap = true
 	}

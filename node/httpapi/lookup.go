@@ -22,9 +22,10 @@ func optTime(ns int64) *time.Time {
 	return &t
 }
 
-func pushJSON(p *store.Push) api.Push {
+func (a *API) pushJSON(p *store.Push) api.Push {
 	out := api.Push{ID: p.ID, UUID: p.UUID.String(), Kind: p.Kind.String(), Fate: p.Fate.String(), Key: p.Key,
-		AcceptedAt: time.Unix(0, p.AcceptedAt).UTC(), SentAt: optTime(p.SentAt), FinishedAt: optTime(p.DoneAt)}
+		AcceptedAt: time.Unix(0, p.AcceptedAt).UTC(), SentAt: optTime(p.SentAt), FinishedAt: optTime(p.DoneAt),
+		Incarnation: a.core.Incarnation()}
 	switch p.Kind {
 	case state.Custom:
 		out.Size = p.Size
@@ -50,7 +51,7 @@ func (a *API) getPush(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("push %d is not known (never accepted, or finished and trimmed)", id))
 		return
 	}
-	writeJSON(w, http.StatusOK, pushJSON(&p))
+	writeJSON(w, http.StatusOK, a.pushJSON(&p))
 }
 
 func (a *API) getClient(w http.ResponseWriter, r *http.Request) {
@@ -131,6 +132,8 @@ func (a *API) Status() api.Status {
 		HeartbeatRule:  a.opt.Policy.String(),
 		ExpiryAgeHours: a.opt.ExpiryAge.Hours(),
 		Ready:          a.Ready(),
+		Incarnation:    c.Incarnation(),
+		LastPushID:     c.LastPushID(),
 	}
 	if err := c.StoreErr(); err != nil {
 		s.StoreError = err.Error()

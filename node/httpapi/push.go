@@ -136,7 +136,7 @@ func (a *API) push(w http.ResponseWriter, r *http.Request) {
 	if res.Duplicate {
 		code = http.StatusOK
 		if p, ok, err := a.core.GetPush(res.ID); err == nil && ok {
-			out := pushJSON(&p)
+			out := a.pushJSON(&p)
 			if why := differsFrom(&p, &spec); why != "" {
 				// A key names one push: answering the first for a
 				// different request would report a push that was not made.
@@ -156,7 +156,7 @@ func (a *API) push(w http.ResponseWriter, r *http.Request) {
 		st.Push(stats.FromHTTP, spec.Kind, stats.PushAccepted)
 	}
 	out := api.Push{ID: res.ID, UUID: res.UUID.String(), Kind: res.Kind.String(), Fate: res.Fate.String(),
-		AcceptedAt: res.AcceptedAt.UTC(), Key: spec.Key, Duplicate: res.Duplicate}
+		AcceptedAt: res.AcceptedAt.UTC(), Key: spec.Key, Duplicate: res.Duplicate, Incarnation: a.core.Incarnation()}
 	switch spec.Kind {
 	case state.Custom:
 		out.Size = len(spec.Payload)

@@ -116,6 +116,9 @@ func (s *Store) Commit(b *Batch) error {
 				}
 			}
 		}
+		if err := s.putIncarnationIfUnwritten(tx); err != nil {
+			return err
+		}
 		m := tx.Bucket(bucketMeta)
 		if b.NextPushID != 0 {
 			if err := m.Put(metaNextPush, binary.BigEndian.AppendUint64(nil, b.NextPushID)); err != nil {
@@ -132,17 +135,22 @@ func (s *Store) Commit(b *Batch) error {
 	if err != nil {
 		return fmt.Errorf("commit to %s: %w", s.path, err)
 	}
+	s.incarnationUnwritten.Store(false)
 	return nil
 }
 
 // Probe writes a little to find out whether the store can be written to.
 func (s *Store) Probe() error {
 	err := s.update("probe", func(tx *bolt.Tx) error {
+		if err := s.putIncarnationIfUnwritten(tx); err != nil {
+			return err
+		}
 		return tx.Bucket(bucketMeta).Put(metaProbe, binary.BigEndian.AppendUint64(nil, uint64(time.Now().UnixNano())))
 	})
 	if err != nil {
 		return fmt.Errorf("write to %s: %w", s.path, err)
 	}
+	s.incarnationUnwritten.Store(false)
 	return nil
 }
 

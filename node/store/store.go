@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -70,6 +71,10 @@ type Store struct {
 	db   *bolt.DB
 	path string
 	opt  Options
+	// incarnation is fixed once Open returns.
+	incarnation string
+	// incarnationUnwritten is set while the incarnation is only in memory.
+	incarnationUnwritten atomic.Bool
 }
 
 // Path is the store file in dir.
@@ -117,6 +122,10 @@ func Open(dir string, opt Options) (*Store, error) {
 		s.db.Close()
 		return nil, err
 	}
+	if err := s.loadIncarnation(); err != nil {
+		s.db.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -150,7 +159,10 @@ func create(path string) error {
 				return err
 			}
 		}
-		return tx.Bucket(bucketMeta).Put(metaFormat, []byte{format})
+		if err := tx.Bucket(bucketMeta).Put(metaFormat, []byte{format}); err != nil {
+			return err
+		}
+		return putNewIncarnation(tx)
 	})
 	if cerr := db.Close(); err == nil {
 		err = cerr
@@ -228,7 +240,10 @@ func (s *Store) initialise(fc fileCheck) error {
 						return err
 					}
 				}
-				return tx.Bucket(bucketMeta).Put(metaFormat, []byte{format})
+				if err := tx.Bucket(bucketMeta).Put(metaFormat, []byte{format}); err != nil {
+					return err
+				}
+				return putNewIncarnation(tx)
 			})
 		})
 	}

@@ -390,6 +390,7 @@
       ['Expiry age', (st.expiryAgeHours ?? '—') + ' h'],
       ['Largest custom message', fmtNum(st.maxContentLength) + ' bytes'],
       ['Event sequence', fmtNum(st.eventSeq)],
+      ['Store incarnation', st.incarnation || '—'],
       ['Packets in', kv(st.packetsIn)],
       ['Packets out', kv(st.packetsOut)],
       ['Drops', kv(st.drops) || 'none'],
