@@ -79,14 +79,21 @@ func BenchmarkPushMessages(b *testing.B) {
 	n := benchCount(b)
 	var ceiling, operator roundResult
 	b.Run("ceiling", func(b *testing.B) {
-		ns := namespace(b)
 		startCeiling(b)
-		ceiling = runRound(b, ns, n, 0, func(i int) *ddpushv1.PushMessage {
-			return &ddpushv1.PushMessage{
-				ObjectMeta: objectMeta(ns, i),
-				Spec:       ddpushv1.PushMessageSpec{PushNodeName: "none", UserID: strconv.Itoa(100000 + i), Kind: ddpushv1.KindCustom, Data: "x"},
-			}
-		})
+		round := func(n int) roundResult {
+			ns := namespace(b)
+			return runRound(b, ns, n, 0, func(i int) *ddpushv1.PushMessage {
+				return &ddpushv1.PushMessage{
+					ObjectMeta: objectMeta(ns, i),
+					Spec:       ddpushv1.PushMessageSpec{PushNodeName: "none", UserID: strconv.Itoa(100000 + i), Kind: ddpushv1.KindCustom, Data: "x"},
+				}
+			})
+		}
+		// A first, unmeasured round warms the apiserver, etcd and the
+		// client up, as the ceiling's round would otherwise pay for what
+		// the operator's rounds after it get for free.
+		round(min(n, 100))
+		ceiling = round(n)
 		report(b, ceiling, nil)
 	})
 	b.Run("operator", func(b *testing.B) {
