@@ -118,7 +118,10 @@ func Open(dir string, opt Options) (*Core, error) {
 	}
 	start := time.Now()
 	dl := &damageLog{log: opt.Logger, st: opt.Stats}
-	st, err := store.Open(dir, store.Options{OnDamaged: dl.note})
+	st, err := store.Open(dir, store.Options{OnDamaged: dl.note, OnHeaderFallback: func(msg string) {
+		opt.Logger.Warn("store header damaged: opened at the previous commit", "detail", msg,
+			"meaning", "after a crash during a commit this is expected and nothing acknowledged is lost; otherwise the disk damaged the newest commit, and pushes answered in it are gone: run pushnode check and see docs/store.md")
+	}})
 	if err != nil {
 		return nil, err
 	}

@@ -64,6 +64,11 @@ type Options struct {
 	// OnDamaged is told about every stored entry that cannot be decoded
 	// and is skipped (a client record at load, a push or an event later).
 	OnDamaged func(err error)
+	// OnHeaderFallback is told when one of the file's two header pages is
+	// not valid and the store opens at the other one's commit: expected
+	// after a crash in the middle of a commit (nothing acknowledged is
+	// lost), a lost commit when the disk damaged the page.
+	OnHeaderFallback func(msg string)
 }
 
 // Store is an open data directory.
@@ -101,6 +106,9 @@ func Open(dir string, opt Options) (*Store, error) {
 	fc, err := verifyPath(path, lockTimeout)
 	if err != nil {
 		return nil, err
+	}
+	if fc.fallback != "" && opt.OnHeaderFallback != nil {
+		opt.OnHeaderFallback(fmt.Sprintf("store at %s: %s", path, fc.fallback))
 	}
 	s := &Store{path: path, opt: opt}
 	err = s.guard("open", func() error {

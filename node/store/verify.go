@@ -69,10 +69,13 @@ func parseMeta(b []byte) (meta, bool) {
 
 // fileCheck is what verifying a store file found.
 type fileCheck struct {
-	size    int64
-	meta    meta
-	pages   uint64   // pages the walk visited
-	buckets []string // top-level buckets
+	size int64
+	meta meta
+	// fallback, when set, says that one header page is not valid and the
+	// store opens at the other one's (older or only) commit.
+	fallback string
+	pages    uint64   // pages the walk visited
+	buckets  []string // top-level buckets
 }
 
 // damage is a reason a file is damaged, turned into a DamagedError by
@@ -97,11 +100,11 @@ func verifyFile(f *os.File) (fileCheck, error) {
 	if fc.size == 0 {
 		return fc, damage("the file is empty (0 bytes); a store is never empty, even a new one")
 	}
-	m, err := readMeta(f, fc.size)
+	m, fallback, err := readMeta(f, fc.size)
 	if err != nil {
 		return fc, err
 	}
-	fc.meta = m
+	fc.meta, fc.fallback = m, fallback
 	ps := uint64(m.pageSize)
 	if m.pgid < 3 {
 		return fc, damage(fmt.Sprintf("its header claims %d pages in use; a store has at least 3", m.pgid))
@@ -124,8 +127,11 @@ func verifyFile(f *os.File) (fileCheck, error) {
 }
 
 // readMeta picks the meta page bbolt would use: the valid one with the
-// highest transaction id.
-func readMeta(f *os.File, size int64) (meta, error) {
+// highest transaction id. When only one is valid, fallback says so: bbolt
+// then opens at that page's commit without a word, which is right after a
+// crash in the middle of writing the other page (that commit was never
+// acknowledged) and loses the newest commit when the disk damaged it.
+func readMeta(f *os.File, size int64) (m meta, fallback string, err error) {
 	buf := make([]byte, 4096)
 	read := func(off int64) []byte {
 		n, err := f.ReadAt(buf, off)
@@ -151,7 +157,6 @@ func readMeta(f *os.File, size int64) (meta, error) {
 			ok1 = ok1 && int64(m1.pageSize) == off
 		}
 	}
-	var m meta
 	switch {
 	case ok0 && ok1:
 		m = m0
@@ -160,20 +165,22 @@ func readMeta(f *os.File, size int64) (meta, error) {
 		}
 	case ok0:
 		m = m0
+		fallback = fmt.Sprintf("header page 1 is not valid; the store opens at the commit of header page 0 (transaction %d)", m.txid)
 	case ok1:
 		m = m1
+		fallback = fmt.Sprintf("header page 0 is not valid; the store opens at the commit of header page 1 (transaction %d)", m.txid)
 	case size < 2*4096:
-		return m, damage(fmt.Sprintf("the file is truncated inside its header: it is %d bytes, and neither of its two header pages is readable", size))
+		return m, "", damage(fmt.Sprintf("the file is truncated inside its header: it is %d bytes, and neither of its two header pages is readable", size))
 	default:
-		return m, damage("neither of its two header pages (bbolt meta pages) is valid: the file is not a bbolt store, or its first pages were overwritten")
+		return m, "", damage("neither of its two header pages (bbolt meta pages) is valid: the file is not a bbolt store, or its first pages were overwritten")
 	}
 	if m.pageSize < 512 || m.pageSize > 1<<24 || m.pageSize&(m.pageSize-1) != 0 {
-		return m, damage(fmt.Sprintf("its header gives an impossible page size of %d bytes", m.pageSize))
+		return m, "", damage(fmt.Sprintf("its header gives an impossible page size of %d bytes", m.pageSize))
 	}
 	if size < 2*int64(m.pageSize) {
-		return m, damage(fmt.Sprintf("the file is truncated inside its header: it is %d bytes, shorter than its two header pages (%d bytes)", size, 2*m.pageSize))
+		return m, "", damage(fmt.Sprintf("the file is truncated inside its header: it is %d bytes, shorter than its two header pages (%d bytes)", size, 2*m.pageSize))
 	}
-	return m, nil
+	return m, fallback, nil
 }
 
 // walker reads a bbolt page tree with plain reads.
