@@ -32,8 +32,11 @@ func installOperator(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	_, _ = run(ctx, "", helmBin, "uninstall", release, "-n", operatorNS, "--wait")
+	// A short grace for PushMessages of a deleted PushNode, so that the
+	// deletion test sees them end.
 	out, err := run(ctx, "", helmBin, "install", release, "charts/ddpush-operator",
-		"--namespace", operatorNS, "--create-namespace", "--wait", "--timeout", "3m")
+		"--namespace", operatorNS, "--create-namespace", "--wait", "--timeout", "3m",
+		"--set", "extraArgs[0]=--pushnode-deleted-grace=10s")
 	if err != nil {
 		t.Fatalf("helm install: %v\n%s", err, out)
 	}
@@ -91,6 +94,18 @@ func testDelivery(t *testing.T) {
 	p := n.phoneFor("1003")
 	expectCustom(t, p, "two")
 	waitPhase(t, ns, "second", "Delivered")
+
+	// A message the node refuses (the default maxContentLength is 500).
+	mustApply(t, "create", pushMessageYAML(ns, "too-big", "push", "1004", "Custom", "  data: "+strings.Repeat("x", 501)))
+
+	// `kubectl wait` ends on every terminal phase: Finished is set on each,
+	// and the phase tells which.
+	kubectl(t, "-n", ns, "wait", "--for=condition=Finished", "--timeout=60s", "pm/to-online", "pm/to-offline", "pm/first", "pm/second", "pm/too-big")
+	for name, phase := range map[string]string{"to-online": "Delivered", "first": "Superseded", "too-big": "Failed"} {
+		if got := jsonpath(t, ns, "pm/"+name, "{.status.phase}"); got != phase {
+			t.Errorf("pm/%s: phase %q after kubectl wait, want %s", name, got, phase)
+		}
+	}
 
 	out := kubectl(t, "-n", ns, "get", "pm")
 	for _, col := range []string{"NODE", "TARGET", "KIND", "PHASE", "Delivered", "Superseded"} {
@@ -195,7 +210,16 @@ func testDeletion(t *testing.T) {
 	createNode(t, ns, "drop", "    whenDeleted: Delete\n")
 	waitJSONPath(t, 60*time.Second, ns, "pvc/data-keep-0", "{.status.phase}", "Bound")
 	waitJSONPath(t, 60*time.Second, ns, "pvc/data-drop-0", "{.status.phase}", "Bound")
+	// An open message (its phone is offline) on the PushNode to be deleted.
+	waitJSONPath(t, 120*time.Second, ns, "pushnode/drop", "{.status.ready}", "1/1")
+	mustApply(t, "create", pushMessageYAML(ns, "stranded", "drop", "2001", "General", ""))
+	waitPhase(t, ns, "stranded", "Queued")
 	kubectl(t, "-n", ns, "delete", "pushnode", "keep", "drop", "--wait=true", "--timeout=60s")
+	// It is not stranded: after the grace (10 s here) it ends Failed.
+	kubectl(t, "-n", ns, "wait", "--for=condition=Finished", "--timeout=90s", "pm/stranded")
+	if got := jsonpath(t, ns, "pm/stranded", "{.status.phase}/{.status.reason}"); got != "Failed/PushNodeDeleted" {
+		t.Errorf("message of a deleted PushNode: %s, want Failed/PushNodeDeleted", got)
+	}
 	for _, name := range []string{"keep", "drop"} {
 		for _, obj := range []string{"statefulset/" + name, "service/" + name + "-client", "service/" + name + "-internal",
 			"service/" + name + "-headless", "configmap/" + name + "-config", "secret/" + name + "-api-token", "pod/" + name + "-0"} {
