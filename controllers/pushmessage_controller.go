@@ -108,6 +108,7 @@ func (r *PushMessageReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		return r.expireFinished(ctx, &pm)
 	}
 	orig := pm.Status.DeepCopy()
+	r.resumeHandOver(&pm)
 	res, err := r.advance(ctx, &pm, node)
 	if err == nil && r.deferFirstWrite(&pm, orig) {
 		return ctrl.Result{RequeueAfter: firstWriteGrace}, nil
@@ -329,27 +330,52 @@ const firstWriteGrace = time.Second
 
 // deferFirstWrite says whether to skip the status write of a message just
 // submitted and handed to an online phone. Its ack usually follows within
-// milliseconds, and a follower event wakes the message when it does; as
-// nothing was recorded, that reconcile submits again with the same
-// idempotency key, the node answers with the push as it now stands, and
-// the message is written once, Delivered, instead of Sent and then
-// Delivered. A message still unacknowledged a grace after it was first
-// handed over is written Sent as before. An operator restart in between
-// costs nothing: the submission is idempotent. The grace counts from the
-// first hand-over seen by this process, not from the message's creation:
-// at volume a message can wait in the queue longer than the grace.
+// milliseconds, and a follower event wakes the message when it does: the
+// message then resumes from the status its submission gave it (kept in
+// memory, see resumeHandOver), takes the ack from the follower, and is
+// written once, Delivered, instead of Sent and then Delivered. A message
+// still unacknowledged a grace after it was first handed over is written
+// Sent as before. An operator restart in between costs nothing: nothing
+// was recorded, so the message is submitted again with the same
+// idempotency key and the node answers with the push as it now stands.
+// The grace counts from the first hand-over seen by this process, not from
+// the message's creation: at volume a message can wait in the queue longer
+// than the grace.
 func (r *PushMessageReconciler) deferFirstWrite(pm *ddpushv1.PushMessage, orig *ddpushv1.PushMessageStatus) bool {
 	key := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}
 	if orig.PushID != 0 || pm.Status.PushID == 0 || pm.Status.Phase != ddpushv1.PhaseSent {
 		r.handedOver.Delete(key)
 		return false
 	}
-	first, _ := r.handedOver.LoadOrStore(key, r.now())
-	if r.now().Sub(first.(time.Time)) < firstWriteGrace {
+	v, _ := r.handedOver.LoadOrStore(key, handOver{uid: pm.UID, at: r.now(), status: pm.Status.DeepCopy()})
+	if h := v.(handOver); h.uid == pm.UID && r.now().Sub(h.at) < firstWriteGrace {
 		return true
 	}
 	r.handedOver.Delete(key)
 	return false
+}
+
+// handOver is a message handed to an online phone whose status is not
+// written yet: when, and the status the submission gave it.
+type handOver struct {
+	uid    types.UID
+	at     time.Time
+	status *ddpushv1.PushMessageStatus
+}
+
+// resumeHandOver gives a message whose first write was deferred the
+// status its submission gave it, so that it follows its push (usually to
+// the ack that woke it) instead of submitting again: one call to the node
+// per message, not two.
+func (r *PushMessageReconciler) resumeHandOver(pm *ddpushv1.PushMessage) {
+	if pm.Status.PushID != 0 {
+		return
+	}
+	v, ok := r.handedOver.Load(types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name})
+	if !ok || v.(handOver).uid != pm.UID {
+		return
+	}
+	pm.Status = *v.(handOver).status.DeepCopy()
 }
 
 // conflictRetry is how soon a message whose status write lost a race with
