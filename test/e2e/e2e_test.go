@@ -25,6 +25,7 @@ func TestE2E(t *testing.T) {
 	t.Run("NodePodKilled", testNodePodKilled)
 	t.Run("SettingsChangeRolls", testSettingsChange)
 	t.Run("OperatorRestartMidDelivery", testOperatorRestart)
+	t.Run("BurstWithRestarts", testBurst)
 	t.Run("DeletionGarbageCollects", testDeletion)
 }
 
