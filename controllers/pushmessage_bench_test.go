@@ -108,7 +108,31 @@ func BenchmarkPushMessages(b *testing.B) {
 		r := runOperatorRound(b, n, half)
 		report(b, r, &ceiling)
 		b.ReportMetric(half, "paced-msgs/s")
+		printGoals(ceiling, operator, r)
 	})
+}
+
+// printGoals prints the measures against their goals, as BENCHMARKS.md
+// shows them.
+func printGoals(ceiling, operator, half roundResult) {
+	share := 0.0
+	if ceiling.rate > 0 {
+		share = 100 * operator.rate / ceiling.rate
+	}
+	met := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "NOT MET"
+	}
+	fmt.Printf("\n| measure | this run | goal | |\n|---|---|---|---|\n")
+	fmt.Printf("| PushMessages/s create -> Delivered | %.1f/s, %.1f%% of the do-nothing controller's %.1f/s | >= 70%% | %s |\n",
+		operator.rate, share, ceiling.rate, met(share >= 70))
+	fmt.Printf("| create -> Delivered p99 at half that rate | %v | <= 1s | %s |\n", half.p99, met(half.p99 <= time.Second))
+	fmt.Printf("| apiserver writes per delivered message, besides its create | %.2f (at half rate %.2f) | <= 2 | %s |\n",
+		operator.writes, half.writes, met(operator.writes <= 2 && half.writes <= 2))
+	fmt.Printf("| Events per delivered message | %.2f | failures only | %s |\n", operator.events, met(operator.events == 0))
+	fmt.Printf("| a node that does not answer | TestSilentNodeDelaysOnlyItsOwnMessages | delays only its own | (a test) |\n\n")
 }
 
 // runOperatorRound runs the real controllers against a real node with one
