@@ -198,8 +198,8 @@ func (r *PushMessageReconciler) advance(ctx context.Context, pm *ddpushv1.PushMe
 		if !found {
 			pnp = nil
 		}
-		r.failPastDeadline(ctx, pm, pnp)
-		return ctrl.Result{}, nil
+		res, _ := r.failPastDeadline(ctx, pm, pnp)
+		return res, nil
 	}
 
 	if !found {

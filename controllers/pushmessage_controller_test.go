@@ -365,6 +365,8 @@ func TestPushMessageValidation(t *testing.T) {
 		}, "kind Custom needs exactly one of data and binaryData"},
 		{"no node", func(p *ddpushv1.PushMessage) { p.Spec.PushNodeName = "" }, "pushNodeName"},
 		{"zero deadline", func(p *ddpushv1.PushMessage) { p.Spec.ActiveDeadlineSeconds = ptr.To[int64](0) }, "activeDeadlineSeconds"},
+		{"deadline past ten years", func(p *ddpushv1.PushMessage) { p.Spec.ActiveDeadlineSeconds = ptr.To[int64](315360001) }, "activeDeadlineSeconds"},
+		{"deadline that overflows a duration", func(p *ddpushv1.PushMessage) { p.Spec.ActiveDeadlineSeconds = ptr.To[int64](9223372037) }, "activeDeadlineSeconds"},
 	} {
 		pm := base()
 		tc.mutate(pm)

@@ -3,10 +3,11 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"k8s.io/apimachinery/pkg/types"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
@@ -17,17 +18,23 @@ import (
 // its activeDeadlineSeconds.
 const ReasonDeadlineExceeded = "DeadlineExceeded"
 
-// deadlineLookupTimeout bounds the one look-up of a push at its deadline:
-// an unreachable node must not hold the reconcile for long, and without an
-// answer the deadline stands.
+// deadlineLookupTimeout bounds the look-up of a push at its deadline: an
+// unreachable node must not hold the reconcile for long; without an answer
+// the message asks again later.
 const deadlineLookupTimeout = 10 * time.Second
 
 func (r *PushMessageReconciler) deadline(pm *ddpushv1.PushMessage) time.Time {
 	if pm.Spec.ActiveDeadlineSeconds == nil {
 		return time.Time{}
 	}
-	return pm.CreationTimestamp.Add(time.Duration(*pm.Spec.ActiveDeadlineSeconds) * time.Second)
+	// The CRD caps it at ten years; an object stored before the cap (or
+	// written around it) must not overflow a Duration into the past.
+	secs := min(*pm.Spec.ActiveDeadlineSeconds, maxDeadlineSeconds)
+	return pm.CreationTimestamp.Add(time.Duration(secs) * time.Second)
 }
+
+// maxDeadlineSeconds is the CRD's bound on activeDeadlineSeconds.
+const maxDeadlineSeconds = 315360000
 
 func (r *PushMessageReconciler) pastDeadline(pm *ddpushv1.PushMessage) bool {
 	d := r.deadline(pm)
@@ -54,23 +61,39 @@ func (r *PushMessageReconciler) finishedLate(pm *ddpushv1.PushMessage, at *time.
 // submitted push is looked up on its node once first: the ack may have
 // come in time while its event was still on its way, and the deadline
 // must not overrule what already happened.
-func (r *PushMessageReconciler) failPastDeadline(ctx context.Context, pm *ddpushv1.PushMessage, pn *ddpushv1.PushNode) {
+//
+// When the node cannot be asked, the message stays open (reason
+// DeadlineUnconfirmed) and asks again: failing it could contradict an ack
+// the node already has, and a final phase is never taken back. It ends
+// when the node answers, or Failed with PushNodeDeleted if its PushNode
+// goes away.
+func (r *PushMessageReconciler) failPastDeadline(ctx context.Context, pm *ddpushv1.PushMessage, pn *ddpushv1.PushNode) (ctrl.Result, bool) {
 	if pm.Status.PushID != 0 && pn != nil {
 		lctx, cancel := context.WithTimeout(ctx, deadlineLookupTimeout)
 		p, err := r.lookupPush(lctx, pm, pn)
 		cancel()
-		if err == nil {
-			r.applyPush(pm, &p)
-		} else {
-			logf.FromContext(ctx).V(1).Info("cannot look the push up at its deadline; failing it", "err", err)
+		if err != nil {
+			logf.FromContext(ctx).V(1).Info("cannot look the push up at its deadline; asking again later", "err", err)
+			if pm.Status.Reason != ReasonDeadlineUnconfirmed {
+				pm.Status.Reason = ReasonDeadlineUnconfirmed
+				pm.Status.Message = fmt.Sprintf("past activeDeadlineSeconds (%d), but the node cannot say yet whether the phone acknowledged in time: %v",
+					*pm.Spec.ActiveDeadlineSeconds, err)
+			}
+			return ctrl.Result{RequeueAfter: backoff(3)}, false
 		}
+		r.applyPush(pm, &p)
 		if pm.Status.Phase.Finished() {
-			return
+			return ctrl.Result{}, true
 		}
 	}
 	r.finish(pm, ddpushv1.PhaseFailed, ReasonDeadlineExceeded,
 		fmt.Sprintf("not delivered within activeDeadlineSeconds (%d); the phone may still receive it later", *pm.Spec.ActiveDeadlineSeconds))
+	return ctrl.Result{}, true
 }
+
+// ReasonDeadlineUnconfirmed: past the deadline, and the node could not be
+// asked whether the ack came in time.
+const ReasonDeadlineUnconfirmed = "DeadlineUnconfirmed"
 
 // nodeClient is a client of the node pod that serves the message's
 // target, with the PushNode's token.

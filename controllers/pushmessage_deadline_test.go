@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -112,5 +113,53 @@ func TestDeadlineIsJudgedByWhenTheNodeFinished(t *testing.T) {
 	}
 	if c := condition(st.Conditions, controllers.ConditionFinished); c != "True/Failed" {
 		t.Errorf("too late: Finished %s", c)
+	}
+}
+
+// Past the deadline with the node unreachable, an acknowledged message is
+// not failed for want of an answer: it waits (DeadlineUnconfirmed) and ends
+// Delivered when the node can be asked.
+func TestDeadlineWithTheNodeUnreachableWaitsForTheNode(t *testing.T) {
+	loc := &testLocator{}
+	m := startManager(t, loc)
+	f := startNode(t, loc)
+	ctx := context.Background()
+
+	const deadline = 20
+	pm := f.message("unconfirmed", "83001", ddpushv1.KindCustom)
+	pm.Spec.Data = "acked while nobody watched"
+	pm.Spec.ActiveDeadlineSeconds = ptr.To[int64](deadline)
+	must(t, k8s.Create(ctx, pm))
+	pm = waitPhase(t, f.ns, "unconfirmed", ddpushv1.PhaseQueued)
+	m.stop()
+	expectCustom(t, f.phone(t, "83001"), "acked while nobody watched")
+	if at := f.waitAcked(t, pm); !at.Before(deadlineOf(pm)) {
+		t.Fatalf("ack at %v, not before the deadline %v: the test needs a longer deadline on this machine", at, deadlineOf(pm))
+	}
+	pid := f.proc.Cmd.Process.Pid
+	must(t, syscall.Kill(pid, syscall.SIGSTOP))
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
+	eventually(t, time.Duration(deadline+30)*time.Second, "deadline passed", func() error {
+		if left := time.Until(deadlineOf(pm)); left >= 0 {
+			return fmt.Errorf("%v left", left)
+		}
+		return nil
+	})
+
+	startManager(t, loc)
+	eventually(t, 60*time.Second, "DeadlineUnconfirmed", func() error {
+		got := getPM(t, f.ns, "unconfirmed")
+		if got.Status.Phase.Finished() {
+			t.Fatalf("ended %s (%s: %s) while the node could not be asked", got.Status.Phase, got.Status.Reason, got.Status.Message)
+		}
+		if got.Status.Reason != controllers.ReasonDeadlineUnconfirmed {
+			return fmt.Errorf("reason %q", got.Status.Reason)
+		}
+		return nil
+	})
+	must(t, syscall.Kill(pid, syscall.SIGCONT))
+	got := waitPhase(t, f.ns, "unconfirmed", ddpushv1.PhaseDelivered)
+	if got.Status.DeliveredAt == nil || got.Status.DeliveredAt.After(deadlineOf(got)) {
+		t.Errorf("deliveredAt %v, deadline %v", got.Status.DeliveredAt, deadlineOf(got))
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -260,7 +261,7 @@ func (r *PushNodeReconciler) readNodeStats(ctx context.Context, pn *ddpushv1.Pus
 	var errs []error
 	for _, ep := range eps {
 		c := api.NewClient(ep.URL, token)
-		c.HTTP.Timeout = 5 * time.Second
+		c.HTTP.Timeout = nodeStatusTimeout
 		s, err := c.Status(ctx)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", ep.Pod, err))
@@ -299,5 +300,16 @@ func (r *PushNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.StatefulSet{}).
 		Owns(&networkingv1.NetworkPolicy{}).
 		Named("pushnode").
+		// Reading a node's status can wait out nodeStatusTimeout: one
+		// worker would let a few stopped nodes hold back every other
+		// PushNode (and the messages waiting for it to be Available).
+		WithOptions(controller.Options{MaxConcurrentReconciles: pushNodeWorkers}).
 		Complete(r)
 }
+
+// pushNodeWorkers is how many PushNodes are reconciled at once.
+const pushNodeWorkers = 4
+
+// nodeStatusTimeout bounds the read of a node's status: it answers from
+// memory, in milliseconds, when it is well.
+const nodeStatusTimeout = 2 * time.Second

@@ -65,8 +65,9 @@ type PushMessageSpec struct {
 	// ActiveDeadlineSeconds bounds the time from creation to delivery;
 	// past it the message is Failed (it may still reach the phone later:
 	// the protocol cannot take a push back). What counts is when the node
-	// saw the ack, not when the operator learned of it.
+	// saw the ack, not when the operator learned of it. At most ten years.
 	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=315360000
 	// +optional
 	ActiveDeadlineSeconds *int64 `json:"activeDeadlineSeconds,omitempty"`
 

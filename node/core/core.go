@@ -282,6 +282,13 @@ func (c *Core) Events(ctx context.Context, after uint64, limit int, wait time.Du
 		ch := c.ev.wait()
 		if durable := c.ev.durable.Load(); durable > after {
 			evs, err := c.store.Events(after, limit)
+			// A commit is in the file a moment before it is counted
+			// durable: hand out only what is counted, or a reader's
+			// cursor could pass DurableSeq and its next call be told
+			// that the log went back (a false gap).
+			for len(evs) > 0 && evs[len(evs)-1].Seq > durable {
+				evs = evs[:len(evs)-1]
+			}
 			if len(evs) > 0 || err != nil {
 				return evs, err
 			}
