@@ -11,8 +11,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
 	"github.com/ddpush/ddpush-operator/controllers"
@@ -22,22 +20,7 @@ import (
 // startManagerWithBuilders runs the controllers with the given builder options.
 func startManagerWithBuilders(t *testing.T, opts builders.Options) {
 	t.Helper()
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0", Controller: ctrlConfig(),
-		Cache: controllers.CacheOptions(nil),
-	})
-	must(t, err)
-	must(t, controllers.Setup(mgr, controllers.Options{Builders: opts, Locator: &testLocator{}}))
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-		}
-	})
+	startManagerOpts(t, cfg, &testLocator{}, nil, func(o *controllers.Options) { o.Builders = opts })
 }
 
 func TestPushNodeNetworkPolicy(t *testing.T) {
