@@ -7,13 +7,17 @@ import (
 )
 
 // PushNodeSpec is the desired state of a push node.
+// +kubebuilder:validation:XValidation:rule="!has(self.replicas) || self.replicas <= 1 || !has(self.ports) || ((!has(self.ports.client) || self.ports.client != 9977) && (!has(self.ports.push) || self.ports.push != 9977) && (!has(self.ports.http) || self.ports.http != 9977))",message="with replicas above 1 the pods link to each other on port 9977: ports.client, ports.push and ports.http must not be 9977"
 // +kubebuilder:validation:XValidation:rule="!has(oldSelf.storage) || !has(self.storage) || (has(oldSelf.storage.storageClassName) == has(self.storage.storageClassName) && (!has(self.storage.storageClassName) || self.storage.storageClassName == oldSelf.storage.storageClassName))",message="storage.storageClassName cannot be set, changed or removed after creation: the data volumes already exist with their class; create a new PushNode for another class"
 type PushNodeSpec struct {
-	// Replicas is the number of node pods. Only 1 is supported until
-	// uuids are sharded across pods.
+	// Replicas is the number of node pods, 1 to 512. With more than one,
+	// the uuids are split between the pods by slot (see the slot map in
+	// the status). It is fixed when the PushNode is created: moving slots
+	// between pods (resharding) is not supported yet.
 	// +kubebuilder:default=1
-	// +kubebuilder:validation:XValidation:rule="self >= 1",message="replicas must be 1: a PushNode cannot run zero pods (delete it instead)"
-	// +kubebuilder:validation:XValidation:rule="self <= 1",message="replicas must be 1: more than one pod per PushNode needs uuid sharding across pods, which is not supported yet"
+	// +kubebuilder:validation:XValidation:rule="self >= 1",message="replicas must be at least 1: a PushNode cannot run zero pods (delete it instead)"
+	// +kubebuilder:validation:XValidation:rule="self <= 512",message="replicas must be at most 512: the uuid slots are split between at most 512 pods"
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="replicas cannot change on an existing PushNode yet: resharding is not supported; create a new PushNode"
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
 
@@ -277,6 +281,64 @@ type PushNodeStatus struct {
 	// subresource.
 	// +optional
 	Selector string `json:"selector,omitempty"`
+	// SlotMap says which pod is the home of each uuid slot (a uuid's slot
+	// is its first two bytes, big-endian, mod 1024). Only with more than
+	// one replica: a single pod owns every slot.
+	// +optional
+	SlotMap *SlotMapStatus `json:"slotMap,omitempty"`
+	// Pods is what each node pod reports, with more than one replica.
+	// +listType=map
+	// +listMapKey=ordinal
+	// +kubebuilder:validation:MaxItems=512
+	// +optional
+	Pods []PushNodePodStatus `json:"pods,omitempty"`
+}
+
+// SlotMapStatus is the slot map the operator hands to every pod.
+type SlotMapStatus struct {
+	// Epoch grows with every new map; pods refuse older ones.
+	Epoch int64 `json:"epoch"`
+	// Ranges give the slots From..To (inclusive) to the pod with Ordinal.
+	// +kubebuilder:validation:MaxItems=1024
+	Ranges []SlotRange `json:"ranges"`
+}
+
+// SlotRange is a contiguous run of slots owned by one pod.
+type SlotRange struct {
+	From    int32 `json:"from"`
+	To      int32 `json:"to"`
+	Ordinal int32 `json:"ordinal"`
+}
+
+// PushNodePodStatus is one node pod as the operator last saw it.
+type PushNodePodStatus struct {
+	// Name of the pod.
+	Name string `json:"name"`
+	// Ordinal of the pod in the StatefulSet.
+	Ordinal int32 `json:"ordinal"`
+	// Slots the pod is the home of, e.g. "0-341".
+	// +optional
+	Slots string `json:"slots,omitempty"`
+	// SlotCount is the number of slots the pod is the home of.
+	// +optional
+	SlotCount int32 `json:"slotCount,omitempty"`
+	// Share is the part of all uuids homed on the pod, e.g. "33%".
+	// +optional
+	Share string `json:"share,omitempty"`
+	// MapEpoch is the epoch of the slot map the pod holds; 0 for none.
+	// +optional
+	MapEpoch int64 `json:"mapEpoch,omitempty"`
+	// Records is the number of client records the pod holds.
+	// +optional
+	Records int64 `json:"records,omitempty"`
+	// Online is the number of clients online on the pod.
+	// +optional
+	Online int64 `json:"online,omitempty"`
+	// Ready: the pod answers, serves, and holds the current slot map.
+	Ready bool `json:"ready"`
+	// Problem says why the pod is not ready.
+	// +optional
+	Problem string `json:"problem,omitempty"`
 }
 
 // +kubebuilder:object:root=true
@@ -285,6 +347,7 @@ type PushNodeStatus struct {
 // +kubebuilder:resource:shortName=pn,categories=ddpush
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.ready`
 // +kubebuilder:printcolumn:name="Available",type=string,JSONPath=`.status.conditions[?(@.type=="Available")].status`
+// +kubebuilder:printcolumn:name="Shards",type=string,JSONPath=`.status.conditions[?(@.type=="ShardsAvailable")].status`,priority=1
 // +kubebuilder:printcolumn:name="Degraded",type=string,JSONPath=`.status.conditions[?(@.type=="Degraded")].status`
 // +kubebuilder:printcolumn:name="Records",type=integer,JSONPath=`.status.records`
 // +kubebuilder:printcolumn:name="Online",type=integer,JSONPath=`.status.online`

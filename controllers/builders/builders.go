@@ -139,7 +139,7 @@ func setMeta(obj client.Object, pn *ddpushv1.PushNode) {
 // and token before the StatefulSet that mounts them.
 func For(pn *ddpushv1.PushNode, opt Options) []Builder {
 	token := &TokenHash{}
-	return []Builder{
+	bs := []Builder{
 		&ConfigMapBuilder{pn},
 		&SecretBuilder{PN: pn, NewToken: opt.NewToken, Token: token},
 		&HeadlessServiceBuilder{pn},
@@ -147,6 +147,12 @@ func For(pn *ddpushv1.PushNode, opt Options) []Builder {
 		&InternalServiceBuilder{pn},
 		&StatefulSetBuilder{PN: pn, DefaultImage: opt.DefaultImage, Token: token},
 	}
+	if Sharded(pn) {
+		// replicas cannot change on an existing PushNode, so a budget is
+		// never left behind by a PushNode that stopped being sharded.
+		bs = append(bs, &PodDisruptionBudgetBuilder{pn})
+	}
+	return bs
 }
 
 // SettingsHash is a stable hash of a ConfigMap's data.

@@ -103,5 +103,13 @@ func (b *NetworkPolicyBuilder) Update(obj client.Object) error {
 			},
 		},
 	}
+	if Sharded(pn) {
+		// The pods of this PushNode relay to each other's homes; nobody
+		// else may open a peer link, even with the token.
+		np.Spec.Ingress = append(np.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{
+			From:  []networkingv1.NetworkPolicyPeer{{PodSelector: &metav1.LabelSelector{MatchLabels: SelectorLabels(b.PN)}}},
+			Ports: []networkingv1.NetworkPolicyPort{port(corev1.ProtocolTCP, PeerPort)},
+		})
+	}
 	return nil
 }

@@ -17,7 +17,13 @@ const (
 	PortClientTCP = "client-tcp"
 	PortPush      = "push"
 	PortHTTP      = "http"
+	PortPeer      = "peer"
 )
+
+// PeerPort is where the pods of a sharded PushNode link to each other. It
+// is fixed (the CRD refuses it for the other ports) so that the peer
+// addresses in a slot map never change.
+const PeerPort = 9977
 
 func clientPorts(s *ddpushv1.PushNodeSpec) []corev1.ServicePort {
 	var ports []corev1.ServicePort

@@ -1,6 +1,7 @@
 package builders
 
 import (
+	"fmt"
 	"maps"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -49,6 +50,11 @@ func (b *StatefulSetBuilder) Update(obj client.Object) error {
 		sts.Spec.Selector = &metav1.LabelSelector{MatchLabels: SelectorLabels(pn)}
 		sts.Spec.ServiceName = HeadlessServiceName(pn)
 		sts.Spec.VolumeClaimTemplates = []corev1.PersistentVolumeClaim{VolumeClaimTemplate(pn)}
+		if Sharded(pn) {
+			// Every pod is the only home of its slots: after a full
+			// restart, none should wait for the pods before it.
+			sts.Spec.PodManagementPolicy = appsv1.ParallelPodManagement
+		}
 	}
 	sts.Spec.Replicas = ptr.To(*s.Replicas)
 	sts.Spec.UpdateStrategy = appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType}
@@ -61,6 +67,17 @@ func (b *StatefulSetBuilder) Update(obj client.Object) error {
 		sts.Spec.Template.Annotations[AnnotationTokenHash] = b.Token.Value
 	}
 	return nil
+}
+
+// Sharded says whether pn's uuids are split between several pods.
+func Sharded(pn *ddpushv1.PushNode) bool {
+	return pn.Spec.Replicas != nil && *pn.Spec.Replicas > 1
+}
+
+// PeerAddr is the peer link address of the pod with this ordinal: its
+// stable name under the headless Service.
+func PeerAddr(pn *ddpushv1.PushNode, ordinal int) string {
+	return fmt.Sprintf("%s-%d.%s.%s.svc:%d", StatefulSetName(pn), ordinal, HeadlessServiceName(pn), pn.Namespace, PeerPort)
 }
 
 // VolumeClaimTemplate is the data volume of each pod.
@@ -122,6 +139,15 @@ func PodTemplate(pn *ddpushv1.PushNode, defaultImage string) corev1.PodTemplateS
 	ports = append(ports,
 		corev1.ContainerPort{Name: PortPush, ContainerPort: s.Ports.Push, Protocol: corev1.ProtocolTCP},
 		corev1.ContainerPort{Name: PortHTTP, ContainerPort: s.Ports.HTTP, Protocol: corev1.ProtocolTCP})
+	var args []string
+	if Sharded(pn) {
+		// Only pods that share the uuids get the peer link: a one-pod
+		// PushNode keeps the pod template it always had, so upgrading
+		// the operator does not roll its pod. The node takes its ordinal
+		// from its pod name ($HOSTNAME ends in -N).
+		ports = append(ports, corev1.ContainerPort{Name: PortPeer, ContainerPort: PeerPort, Protocol: corev1.ProtocolTCP})
+		args = []string{"--peer-addr=:" + itoa(PeerPort)}
+	}
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
 			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString(PortHTTP), Scheme: corev1.URISchemeHTTP}},
@@ -161,6 +187,7 @@ func PodTemplate(pn *ddpushv1.PushNode, defaultImage string) corev1.PodTemplateS
 				Image:                    Image(pn, defaultImage),
 				ImagePullPolicy:          pullPolicy,
 				Command:                  []string{NodeCommand},
+				Args:                     args,
 				EnvFrom:                  []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(pn)}}}},
 				Ports:                    ports,
 				Resources:                s.Resources,
