@@ -2,7 +2,7 @@ package controllers
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -13,6 +13,7 @@ import (
 
 	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
 	"github.com/ddpush/ddpush-operator/node/api"
+	"github.com/ddpush/ddpush-operator/node/slotmap"
 )
 
 // Fate is the latest known fate of one push, as the event stream told it.
@@ -28,8 +29,11 @@ type Fate struct {
 }
 
 // Followers follows the delivery events of every available PushNode: one
-// long-poll loop per node feeds PushMessage reconciles, so no message is
-// ever polled on its own. It is a manager Runnable: loops stop with it.
+// long-poll loop per node pod feeds PushMessage reconciles, so no message
+// is ever polled on its own. Each pod of a sharded PushNode has its own
+// event log (of the pushes homed there) and its own store incarnation, so
+// each has its own loop and cursor. It is a manager Runnable: loops stop
+// with it.
 type Followers struct {
 	Client  client.Client
 	Locator NodeLocator
@@ -41,14 +45,22 @@ type Followers struct {
 
 	mu    sync.Mutex
 	ctx   context.Context
-	loops map[types.NamespacedName]*follower
+	loops map[podKey]*follower
 }
+
+// podKey names one pod of a PushNode.
+type podKey struct {
+	node    types.NamespacedName
+	ordinal int
+}
+
+func (k podKey) String() string { return fmt.Sprintf("%s#%d", k.node, k.ordinal) }
 
 // NewFollowers returns followers that publish on a buffered channel.
 func NewFollowers(c client.Client, l NodeLocator, log logr.Logger) *Followers {
 	return &Followers{Client: c, Locator: l, Log: log, Wait: 25 * time.Second,
 		events: make(chan event.TypedGenericEvent[*ddpushv1.PushMessage], 1024),
-		loops:  map[types.NamespacedName]*follower{}}
+		loops:  map[podKey]*follower{}}
 }
 
 // Events is the channel source of PushMessage reconciles.
@@ -73,7 +85,7 @@ func (f *Followers) Start(ctx context.Context) error {
 func (f *Followers) NeedLeaderElection() bool { return true }
 
 type follower struct {
-	key    types.NamespacedName
+	key    podKey
 	cancel context.CancelFunc
 	// pos is where the follower is in the node's event log; only its
 	// run loop uses it.
@@ -87,33 +99,57 @@ type follower struct {
 
 const maxFates = 100_000
 
-// Ensure starts following a PushNode if nobody does yet.
-func (f *Followers) Ensure(key types.NamespacedName) {
+// Ensure starts following the pods 0..replicas-1 of a PushNode that
+// nobody follows yet.
+func (f *Followers) Ensure(node types.NamespacedName, replicas int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.ctx == nil || f.loops[key] != nil {
+	if f.ctx == nil {
 		return
 	}
-	ctx, cancel := context.WithCancel(f.ctx)
-	l := &follower{key: key, cancel: cancel, fates: map[string]Fate{}, synced: map[string]int{}}
-	f.loops[key] = l
-	go f.run(ctx, l)
-}
-
-// Stop stops following a PushNode.
-func (f *Followers) Stop(key types.NamespacedName) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if l := f.loops[key]; l != nil {
-		l.cancel()
-		delete(f.loops, key)
+	for i := range max(replicas, 1) {
+		key := podKey{node, i}
+		if f.loops[key] != nil {
+			continue
+		}
+		ctx, cancel := context.WithCancel(f.ctx)
+		l := &follower{key: key, cancel: cancel, fates: map[string]Fate{}, synced: map[string]int{}}
+		f.loops[key] = l
+		go f.run(ctx, l)
 	}
 }
 
-func (f *Followers) loop(key types.NamespacedName) *follower {
+// Stop stops following every pod of a PushNode.
+func (f *Followers) Stop(node types.NamespacedName) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for key, l := range f.loops {
+		if key.node == node {
+			l.cancel()
+			delete(f.loops, key)
+		}
+	}
+}
+
+func (f *Followers) loop(key podKey) *follower {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.loops[key]
+}
+
+// PushOrdinal is the ordinal of the pod whose event log and store hold
+// pm's push: its home, which encodes itself in the push ids it hands out.
+// An id in ordinal 0's range from another pod comes from a node that does
+// not partition its ids (an image from before sharding, which pushes only
+// where it is asked), and then the pod that accepted the push holds it.
+func PushOrdinal(pm *ddpushv1.PushMessage) int {
+	if o, ok := slotmap.OrdinalOfID(uint64(pm.Status.PushID)); ok && o > 0 {
+		return o
+	}
+	if o, ok := slotmap.OrdinalFromPodName(pm.Status.NodePod); ok {
+		return o
+	}
+	return 0
 }
 
 // Lookup returns what the stream said about the push with idempotency
@@ -121,8 +157,8 @@ func (f *Followers) loop(key types.NamespacedName) *follower {
 // because the stream may have missed it (since the message was last
 // looked at, the follower started, events were trimmed before it read
 // them, or the node's store was replaced).
-func (f *Followers) Lookup(node types.NamespacedName, uid string) (fate Fate, known bool, resync bool, following bool) {
-	l := f.loop(node)
+func (f *Followers) Lookup(node types.NamespacedName, ordinal int, uid string) (fate Fate, known bool, resync bool, following bool) {
+	l := f.loop(podKey{node, ordinal})
 	if l == nil {
 		return Fate{}, false, false, false
 	}
@@ -135,8 +171,8 @@ func (f *Followers) Lookup(node types.NamespacedName, uid string) (fate Fate, kn
 
 // Synced records that the caller looked the push up itself in the
 // follower's current epoch.
-func (f *Followers) Synced(node types.NamespacedName, uid string) {
-	if l := f.loop(node); l != nil {
+func (f *Followers) Synced(node types.NamespacedName, ordinal int, uid string) {
+	if l := f.loop(podKey{node, ordinal}); l != nil {
 		l.mu.Lock()
 		l.synced[uid] = l.epoch
 		l.mu.Unlock()
@@ -144,8 +180,8 @@ func (f *Followers) Synced(node types.NamespacedName, uid string) {
 }
 
 // Forget drops what is known of a finished push.
-func (f *Followers) Forget(node types.NamespacedName, uid string) {
-	if l := f.loop(node); l != nil {
+func (f *Followers) Forget(node types.NamespacedName, ordinal int, uid string) {
+	if l := f.loop(podKey{node, ordinal}); l != nil {
 		l.mu.Lock()
 		delete(l.fates, uid)
 		delete(l.synced, uid)
@@ -210,7 +246,7 @@ func fateRank(f string) int {
 }
 
 func (f *Followers) run(ctx context.Context, l *follower) {
-	log := f.Log.WithValues("pushnode", l.key.String())
+	log := f.Log.WithValues("pushnode", l.key.node.String(), "ordinal", l.key.ordinal)
 	log.Info("following delivery events")
 	defer log.Info("stopped following delivery events")
 	backoff := time.Second
@@ -225,7 +261,7 @@ func (f *Followers) run(ctx context.Context, l *follower) {
 	}
 	for ctx.Err() == nil {
 		var pn ddpushv1.PushNode
-		if err := f.Client.Get(ctx, l.key, &pn); err != nil {
+		if err := f.Client.Get(ctx, l.key.node, &pn); err != nil {
 			if ctx.Err() == nil {
 				log.V(1).Info("cannot read PushNode", "err", err)
 			}
@@ -234,7 +270,7 @@ func (f *Followers) run(ctx context.Context, l *follower) {
 			}
 			continue
 		}
-		c, err := f.nodeClient(ctx, &pn)
+		c, err := f.nodeClient(ctx, &pn, l.key.ordinal)
 		if err != nil {
 			log.V(1).Info("node not reachable", "err", err)
 			if !pause() {
@@ -289,25 +325,22 @@ func (f *Followers) run(ctx context.Context, l *follower) {
 				continue // pushed without a key: not a PushMessage
 			}
 			l.record(e, evs.Incarnation)
-			f.wake(ctx, l.key.Namespace, e.Key)
+			f.wake(ctx, l.key.node.Namespace, e.Key)
 		}
 		l.pos.seq = evs.Next
 	}
 }
 
-func (f *Followers) nodeClient(ctx context.Context, pn *ddpushv1.PushNode) (*api.Client, error) {
-	eps, err := f.Locator.All(ctx, pn)
+func (f *Followers) nodeClient(ctx context.Context, pn *ddpushv1.PushNode, ordinal int) (*api.Client, error) {
+	ep, err := f.Locator.Pod(ctx, pn, ordinal)
 	if err != nil {
 		return nil, err
-	}
-	if len(eps) == 0 {
-		return nil, errors.New("no node pods")
 	}
 	token, err := ReadToken(ctx, f.Client, pn)
 	if err != nil {
 		return nil, err
 	}
-	c := api.NewClient(eps[0].URL, token)
+	c := api.NewClient(ep.URL, token)
 	c.HTTP.Timeout = f.Wait + 30*time.Second
 	return c, nil
 }
@@ -323,14 +356,15 @@ func (f *Followers) wake(ctx context.Context, ns, uid string) {
 	}
 }
 
-// wakeAll enqueues every open PushMessage of a node.
-func (f *Followers) wakeAll(ctx context.Context, node types.NamespacedName) {
+// wakeAll enqueues every open PushMessage whose push the pod holds (and,
+// for pod 0, those not submitted yet, as before there were several pods).
+func (f *Followers) wakeAll(ctx context.Context, key podKey) {
 	var list ddpushv1.PushMessageList
-	if err := f.Client.List(ctx, &list, client.InNamespace(node.Namespace), client.MatchingFields{IndexPushNode: node.Name}); err != nil {
+	if err := f.Client.List(ctx, &list, client.InNamespace(key.node.Namespace), client.MatchingFields{IndexPushNode: key.node.Name}); err != nil {
 		return
 	}
 	for i := range list.Items {
-		if !list.Items[i].Status.Phase.Finished() {
+		if !list.Items[i].Status.Phase.Finished() && PushOrdinal(&list.Items[i]) == key.ordinal {
 			f.send(ctx, &list.Items[i])
 		}
 	}

@@ -67,7 +67,7 @@ func (f *Followers) recheck(ctx context.Context, c *api.Client, l *follower) err
 	if err != nil {
 		return fmt.Errorf("read node status: %w", err)
 	}
-	log := f.Log.WithValues("pushnode", l.key.String())
+	log := f.Log.WithValues("pushnode", l.key.node.String(), "ordinal", l.key.ordinal)
 	if st.Incarnation != l.pos.incarnation {
 		log.Info("the node's store was replaced; resyncing open messages", "incarnation", st.Incarnation, "previous", l.pos.incarnation)
 		f.restartAt(ctx, l, st)
@@ -84,17 +84,17 @@ func (f *Followers) recheck(ctx context.Context, c *api.Client, l *follower) err
 	return nil
 }
 
-// highestOpenPushID is the greatest push id an open message of the node
-// holds in store incarnation inc (or in an unrecorded one).
+// highestOpenPushID is the greatest push id an open message holds in the
+// follower's pod, in store incarnation inc (or in an unrecorded one).
 func (f *Followers) highestOpenPushID(ctx context.Context, l *follower, inc string) (uint64, error) {
 	var list ddpushv1.PushMessageList
-	if err := f.Client.List(ctx, &list, client.InNamespace(l.key.Namespace), client.MatchingFields{IndexPushNode: l.key.Name}); err != nil {
+	if err := f.Client.List(ctx, &list, client.InNamespace(l.key.node.Namespace), client.MatchingFields{IndexPushNode: l.key.node.Name}); err != nil {
 		return 0, fmt.Errorf("list the node's messages: %w", err)
 	}
 	var high uint64
 	for i := range list.Items {
 		st := &list.Items[i].Status
-		if st.Phase.Finished() || (st.NodeIncarnation != "" && st.NodeIncarnation != inc) {
+		if st.Phase.Finished() || (st.NodeIncarnation != "" && st.NodeIncarnation != inc) || PushOrdinal(&list.Items[i]) != l.key.ordinal {
 			continue
 		}
 		high = max(high, uint64(st.PushID))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
+	"github.com/ddpush/ddpush-operator/controllers/builders"
 	"github.com/ddpush/ddpush-operator/node/api"
 )
 
@@ -98,7 +100,7 @@ func (r *PushMessageReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		// A finished message is never evaluated again; only its TTL runs.
 		// One finished before the Finished condition existed gets it, so
 		// that a `kubectl wait` on it ends too.
-		r.Followers.Forget(node, string(pm.UID))
+		r.Followers.Forget(node, PushOrdinal(&pm), string(pm.UID))
 		if needsFinishedCondition(&pm) {
 			setFinishedCondition(&pm)
 			if requeue, err := r.writeStatus(ctx, &pm); requeue || err != nil {
@@ -186,7 +188,7 @@ func (r *PushMessageReconciler) advance(ctx context.Context, pm *ddpushv1.PushMe
 	// operator's own: an ack the follower has seen makes the message
 	// Delivered even when the operator gets to it past its deadline.
 	if st.PushID != 0 {
-		if f, known, _, _ := r.Followers.Lookup(node, string(pm.UID)); known {
+		if f, known, _, _ := r.Followers.Lookup(node, PushOrdinal(pm), string(pm.UID)); known {
 			r.applyFate(pm, f)
 		}
 		if st.Phase.Finished() {
@@ -206,17 +208,18 @@ func (r *PushMessageReconciler) advance(ctx context.Context, pm *ddpushv1.PushMe
 		return r.pushNodeMissing(pm, node), nil
 	}
 	st.PushNodeMissingSince = nil
-	if !meta.IsStatusConditionTrue(pn.Status.Conditions, ConditionAvailable) {
+	if reason, msg := homeUnavailable(&pn, pm); reason != "" {
 		// Nothing to try until the node is back: no retry ticks and no
 		// status write per tick (a node outage would otherwise rewrite
 		// every open message over and over). The PushNode watch wakes the
-		// message when the node's Available condition changes.
-		r.nodeUnavailable(pm, "NodeNotReady", fmt.Sprintf("PushNode %q is not available", node.Name))
+		// message when the node's Available condition, or the readiness
+		// of one of its pods, changes.
+		r.nodeUnavailable(pm, reason, msg)
 		return ctrl.Result{}, nil
 	}
 	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: ConditionNodeAvailable, Status: metav1.ConditionTrue,
 		Reason: "NodeAvailable", Message: "the PushNode is available", ObservedGeneration: pm.Generation})
-	r.Followers.Ensure(node)
+	r.Followers.Ensure(node, replicasOf(&pn))
 
 	if st.PushID == 0 {
 		return r.submit(ctx, pm, &pn)
@@ -269,8 +272,9 @@ func (r *PushMessageReconciler) submit(ctx context.Context, pm *ddpushv1.PushMes
 		st.Reason, st.Message = reason, msg
 		return ctrl.Result{RequeueAfter: backoff(st.Attempts)}, nil
 	}
-	target := req.UUID
-	ep, err := r.Locator.ForUUID(ctx, pn, target)
+	// Straight to the home pod: any pod would relay it there, at the
+	// cost of a hop, and with the home down the answer is the same.
+	ep, err := r.Locator.ForUUID(ctx, pn, targetOf(pm))
 	if err != nil {
 		return retry("NodeNotReachable", err.Error())
 	}
@@ -278,10 +282,12 @@ func (r *PushMessageReconciler) submit(ctx context.Context, pm *ddpushv1.PushMes
 	if err != nil {
 		return retry("NoToken", err.Error())
 	}
-	nodeKey := types.NamespacedName{Namespace: pn.Namespace, Name: pn.Name}
+	// The gate is per pod: one pod down must not hold back the pushes
+	// homed on the others.
+	nodeKey := types.NamespacedName{Namespace: pn.Namespace, Name: ep.Pod}
 	if until, ok := r.gate().enter(nodeKey, r.now(), nodeCallTimeout); !ok {
-		return retry("NodeNotResponding", fmt.Sprintf("an earlier call to PushNode %q got no answer; the next try is after %s",
-			pn.Name, until.UTC().Format(time.RFC3339)))
+		return retry("NodeNotResponding", fmt.Sprintf("an earlier call to pod %s of PushNode %q got no answer; the next try is after %s",
+			ep.Pod, pn.Name, until.UTC().Format(time.RFC3339)))
 	}
 	c := api.NewClient(ep.URL, token)
 	c.HTTP.Timeout = nodeCallTimeout
@@ -311,8 +317,9 @@ func (r *PushMessageReconciler) submit(ctx context.Context, pm *ddpushv1.PushMes
 		Reason: "Accepted", Message: st.Message, ObservedGeneration: pm.Generation})
 	r.applyPush(pm, &p)
 	// The submit answer already says what the node knew at that moment.
-	r.Followers.Synced(types.NamespacedName{Namespace: pm.Namespace, Name: pn.Name}, string(pm.UID))
-	if f, known, _, _ := r.Followers.Lookup(types.NamespacedName{Namespace: pm.Namespace, Name: pn.Name}, string(pm.UID)); known {
+	node := types.NamespacedName{Namespace: pm.Namespace, Name: pn.Name}
+	r.Followers.Synced(node, PushOrdinal(pm), string(pm.UID))
+	if f, known, _, _ := r.Followers.Lookup(node, PushOrdinal(pm), string(pm.UID)); known {
 		r.applyFate(pm, f)
 	}
 	return ctrl.Result{}, nil
@@ -413,7 +420,7 @@ func optTime(t time.Time) *time.Time {
 // when the stream may have missed something.
 func (r *PushMessageReconciler) follow(ctx context.Context, pm *ddpushv1.PushMessage, pn *ddpushv1.PushNode, node types.NamespacedName) (ctrl.Result, error) {
 	uid := string(pm.UID)
-	f, known, resync, following := r.Followers.Lookup(node, uid)
+	f, known, resync, following := r.Followers.Lookup(node, PushOrdinal(pm), uid)
 	if known {
 		r.applyFate(pm, f)
 	}
@@ -433,7 +440,7 @@ func (r *PushMessageReconciler) follow(ctx context.Context, pm *ddpushv1.PushMes
 		}
 		return ctrl.Result{RequeueAfter: backoff(3)}, nil
 	}
-	r.Followers.Synced(node, uid)
+	r.Followers.Synced(node, PushOrdinal(pm), uid)
 	r.applyPush(pm, &p)
 	return ctrl.Result{}, nil
 }
@@ -580,7 +587,8 @@ func (r *PushMessageReconciler) SetupWithManager(mgr ctrl.Manager) error {
 }
 
 // availabilityChanged passes PushNode events that can unblock messages:
-// creation, deletion, and a change of its Available condition.
+// creation, deletion, a change of its Available condition, and a pod of
+// a sharded PushNode that becomes ready or not (or a new slot map).
 func availabilityChanged() predicate.Predicate {
 	return predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
@@ -590,9 +598,60 @@ func availabilityChanged() predicate.Predicate {
 				return true
 			}
 			return meta.IsStatusConditionTrue(o.Status.Conditions, ConditionAvailable) !=
-				meta.IsStatusConditionTrue(n.Status.Conditions, ConditionAvailable)
+				meta.IsStatusConditionTrue(n.Status.Conditions, ConditionAvailable) ||
+				readyPods(o) != readyPods(n) || slotMapEpoch(o) != slotMapEpoch(n)
 		},
 	}
+}
+
+// readyPods lists the ready pods of a sharded PushNode, for comparing.
+func readyPods(pn *ddpushv1.PushNode) string {
+	var b strings.Builder
+	for _, p := range pn.Status.Pods {
+		if p.Ready {
+			fmt.Fprintf(&b, "%d,", p.Ordinal)
+		}
+	}
+	return b.String()
+}
+
+func slotMapEpoch(pn *ddpushv1.PushNode) int64 {
+	if pn.Status.SlotMap == nil {
+		return 0
+	}
+	return pn.Status.SlotMap.Epoch
+}
+
+// homeUnavailable says why the pod a message goes to cannot take it now,
+// or "" when it can. A PushNode of one pod must be Available. In a sharded
+// one only the message's home counts, as the operator last saw it: the
+// other pods being down changes nothing for it, and sending it to one of
+// them would only be refused (the home is where it must be committed).
+func homeUnavailable(pn *ddpushv1.PushNode, pm *ddpushv1.PushMessage) (reason, msg string) {
+	if !builders.Sharded(pn) {
+		if !meta.IsStatusConditionTrue(pn.Status.Conditions, ConditionAvailable) {
+			return "NodeNotReady", fmt.Sprintf("PushNode %q is not available", pn.Name)
+		}
+		return "", ""
+	}
+	o := PushOrdinal(pm)
+	if pm.Status.PushID == 0 {
+		var err error
+		if o, err = HomeOrdinal(pn, targetOf(pm)); err != nil {
+			return "NoSlotMap", err.Error()
+		}
+	}
+	for _, p := range pn.Status.Pods {
+		if int(p.Ordinal) != o {
+			continue
+		}
+		if !p.Ready {
+			return "HomePodNotReady", fmt.Sprintf("pod %s, the home of uuid %s (slots %s), is not ready: %s; the message waits for it",
+				p.Name, targetOf(pm), p.Slots, p.Problem)
+		}
+		return "", ""
+	}
+	return "HomePodNotReady", fmt.Sprintf("pod %s, the home of uuid %s, has not been seen by the operator yet", PodName(pn, o), targetOf(pm))
 }
 
 func (r *PushMessageReconciler) messagesOfNode(ctx context.Context, o client.Object) []reconcile.Request {

@@ -95,10 +95,11 @@ func (r *PushMessageReconciler) failPastDeadline(ctx context.Context, pm *ddpush
 // asked whether the ack came in time.
 const ReasonDeadlineUnconfirmed = "DeadlineUnconfirmed"
 
-// nodeClient is a client of the node pod that serves the message's
-// target, with the PushNode's token.
+// nodeClient is a client of the node pod that holds the message's push
+// (its home, which accepted it), with the PushNode's token: its store
+// incarnation is the one the message recorded.
 func (r *PushMessageReconciler) nodeClient(ctx context.Context, pm *ddpushv1.PushMessage, pn *ddpushv1.PushNode) (*api.Client, string, error) {
-	ep, err := r.Locator.ForUUID(ctx, pn, pm.Status.TargetUUID)
+	ep, err := r.Locator.Pod(ctx, pn, PushOrdinal(pm))
 	if err != nil {
 		return nil, "", fmt.Errorf("locate the node of push %d: %w", pm.Status.PushID, err)
 	}
@@ -117,10 +118,10 @@ func (r *PushMessageReconciler) lookupPush(ctx context.Context, pm *ddpushv1.Pus
 	if err != nil {
 		return api.Push{}, err
 	}
-	node := types.NamespacedName{Namespace: pn.Namespace, Name: pn.Name}
+	node := types.NamespacedName{Namespace: pn.Namespace, Name: pod}
 	if until, ok := r.gate().enter(node, r.now(), nodeCallTimeout); !ok {
-		return api.Push{}, fmt.Errorf("PushNode %q gave no answer to an earlier call; the next try is after %s",
-			pn.Name, until.UTC().Format(time.RFC3339))
+		return api.Push{}, fmt.Errorf("pod %s of PushNode %q gave no answer to an earlier call; the next try is after %s",
+			pod, pn.Name, until.UTC().Format(time.RFC3339))
 	}
 	p, err := c.GetPush(ctx, uint64(pm.Status.PushID))
 	r.observe(node, err)

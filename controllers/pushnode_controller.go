@@ -13,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -76,6 +77,7 @@ func (r *PushNodeReconciler) conflictRetry() time.Duration {
 // volume size changes.
 // +kubebuilder:rbac:groups="",resources=services;configmaps;secrets,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups=apps,resources=statefulsets,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
 // Data claims are read one by one from the API server and grown.
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=get;update
@@ -171,8 +173,20 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		// again later in case it was removed.
 		return ctrl.Result{RequeueAfter: r.conflictRetry()}, nil
 	}
+	if builders.Sharded(&pn) {
+		if anyPodReady(st) {
+			r.Followers.Ensure(req.NamespacedName, replicasOf(&pn))
+		}
+		// A pod that comes back on its own (a process restart inside its
+		// container) changes nothing the operator watches, and must get
+		// its map and be counted again.
+		if !meta.IsStatusConditionTrue(st.Conditions, ConditionShardsAvailable) {
+			return ctrl.Result{RequeueAfter: shardRecheck}, nil
+		}
+		return ctrl.Result{RequeueAfter: StatusRefresh}, nil
+	}
 	if meta.IsStatusConditionTrue(st.Conditions, ConditionAvailable) {
-		r.Followers.Ensure(req.NamespacedName)
+		r.Followers.Ensure(req.NamespacedName, 1)
 		return ctrl.Result{RequeueAfter: StatusRefresh}, nil
 	}
 	return ctrl.Result{}, nil
@@ -200,7 +214,11 @@ func (r *PushNodeReconciler) fillStatus(ctx context.Context, pn *ddpushv1.PushNo
 	st.ClientEndpoint = r.clientEndpoint(ctx, d)
 
 	avail := availableCondition(sts, desired)
-	if avail.Status == "True" {
+	if builders.Sharded(pn) {
+		// Pods get their map as soon as they answer, ready or not: a pod
+		// without one would take itself for the home of every uuid.
+		problems = append(problems, r.reconcileShards(ctx, pn, st)...)
+	} else if avail.Status == "True" {
 		if err := r.readNodeStats(ctx, pn, st); err != nil {
 			// Ready pods that the operator cannot query still serve
 			// phones; say so without calling the node unavailable.
@@ -247,9 +265,10 @@ func (r *PushNodeReconciler) clientEndpoint(ctx context.Context, pn *ddpushv1.Pu
 	return proto + "://" + net.JoinHostPort(fmt.Sprintf("%s.%s.svc", svc.Name, svc.Namespace), port)
 }
 
-// readNodeStats reads the record and online counts from every pod.
+// readNodeStats reads the record and online counts from the pod of a
+// PushNode of one pod (reconcileShards reads those of sharded ones).
 func (r *PushNodeReconciler) readNodeStats(ctx context.Context, pn *ddpushv1.PushNode, st *ddpushv1.PushNodeStatus) error {
-	eps, err := r.Locator.All(ctx, pn)
+	ep, err := r.Locator.Pod(ctx, pn, 0)
 	if err != nil {
 		return err
 	}
@@ -257,23 +276,14 @@ func (r *PushNodeReconciler) readNodeStats(ctx context.Context, pn *ddpushv1.Pus
 	if err != nil {
 		return err
 	}
-	var records, online int64
-	var errs []error
-	for _, ep := range eps {
-		c := api.NewClient(ep.URL, token)
-		c.HTTP.Timeout = nodeStatusTimeout
-		s, err := c.Status(ctx)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", ep.Pod, err))
-			continue
-		}
-		records += s.Records
-		online += s.Online
+	c := api.NewClient(ep.URL, token)
+	c.HTTP.Timeout = nodeStatusTimeout
+	s, err := c.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: %w", ep.Pod, err)
 	}
-	if len(errs) == 0 {
-		st.Records, st.Online = records, online
-	}
-	return errors.Join(errs...)
+	st.Records, st.Online = s.Records, s.Online
+	return nil
 }
 
 // ReadToken reads a PushNode's API token from its Secret.
@@ -299,6 +309,7 @@ func (r *PushNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.Service{}).
 		Owns(&appsv1.StatefulSet{}).
 		Owns(&networkingv1.NetworkPolicy{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
 		Named("pushnode").
 		// Reading a node's status can wait out nodeStatusTimeout: one
 		// worker would let a few stopped nodes hold back every other
@@ -309,6 +320,19 @@ func (r *PushNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 
 // pushNodeWorkers is how many PushNodes are reconciled at once.
 const pushNodeWorkers = 4
+
+// shardRecheck is how soon a sharded PushNode with a pod down is looked
+// at again.
+const shardRecheck = 5 * time.Second
+
+func anyPodReady(st *ddpushv1.PushNodeStatus) bool {
+	for _, p := range st.Pods {
+		if p.Ready {
+			return true
+		}
+	}
+	return false
+}
 
 // nodeStatusTimeout bounds the read of a node's status: it answers from
 // memory, in milliseconds, when it is well.

@@ -187,7 +187,7 @@ func TestPushNodeValidation(t *testing.T) {
 		mutate func(*ddpushv1.PushNode)
 		want   string
 	}{
-		{"two replicas", func(p *ddpushv1.PushNode) { p.Spec.Replicas = ptr.To[int32](2) }, "not supported yet"},
+		{"513 replicas", func(p *ddpushv1.PushNode) { p.Spec.Replicas = ptr.To[int32](513) }, "at most 512"},
 		{"no transport", func(p *ddpushv1.PushNode) {
 			p.Spec.ClientService.UDP, p.Spec.ClientService.TCP = ptr.To(false), ptr.To(false)
 		}, "at least one of udp and tcp"},

@@ -10,6 +10,7 @@ import (
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/utils/ptr"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -96,8 +97,14 @@ func TestPushNodeAdmissionRefusesWhatWouldFailLater(t *testing.T) {
 		{"size not a quantity", object(pushNodeGVK, ns, "x", map[string]any{"storage": pairs("size", "lots")}), []string{"spec.storage.size"}},
 
 		// Replicas, with the reason.
-		{"replicas 0", object(pushNodeGVK, ns, "x", pairs("replicas", 0)), []string{"spec.replicas", "replicas must be 1", "zero pods"}},
-		{"replicas 2", object(pushNodeGVK, ns, "x", pairs("replicas", 2)), []string{"spec.replicas", "replicas must be 1", "not supported yet"}},
+		{"replicas 0", object(pushNodeGVK, ns, "x", pairs("replicas", 0)), []string{"spec.replicas", "at least 1", "zero pods"}},
+		{"replicas 513", object(pushNodeGVK, ns, "x", pairs("replicas", 513)), []string{"spec.replicas", "at most 512"}},
+		{"replicas 512", object(pushNodeGVK, ns, "r512", pairs("replicas", 512)), nil},
+		{"replicas 3", object(pushNodeGVK, ns, "r3", pairs("replicas", 3)), nil},
+		// The peer port is taken when the pods are sharded, free otherwise.
+		{"replicas 3, client port 9977", object(pushNodeGVK, ns, "x", map[string]any{"replicas": 3, "ports": pairs("client", 9977)}), []string{"spec", "must not be 9977"}},
+		{"replicas 3, http port 9977", object(pushNodeGVK, ns, "x", map[string]any{"replicas": 3, "ports": pairs("http", 9977)}), []string{"spec", "must not be 9977"}},
+		{"replicas 1, client port 9977", object(pushNodeGVK, ns, "p9977", map[string]any{"replicas": 1, "ports": pairs("client", 9977)}), nil},
 
 		// Labels and annotations end up on the owned objects, where the API
 		// server checks them.
@@ -182,7 +189,8 @@ func TestPushNodeStorageClassIsImmutable(t *testing.T) {
 }
 
 // kubectl scale reaches the PushNode through the scale subresource and
-// gets the replicas validation's message, not NotFound.
+// gets the replicas validation's message, not NotFound: replicas is fixed
+// at creation until slots can move between pods.
 func TestPushNodeScaleSubresource(t *testing.T) {
 	ns := namespace(t)
 	ctx := context.Background()
@@ -193,11 +201,11 @@ func TestPushNodeScaleSubresource(t *testing.T) {
 	if scale.Spec.Replicas != 1 {
 		t.Errorf("scale spec.replicas = %d, want 1", scale.Spec.Replicas)
 	}
-	for _, n := range []int32{2, 0} {
+	for n, want := range map[int32]string{2: "resharding is not supported", 0: "at least 1", 600: "at most 512"} {
 		scale.Spec.Replicas = n
 		err := k8s.SubResource("scale").Update(ctx, pn, client.WithSubResourceBody(scale))
-		if err == nil || !strings.Contains(err.Error(), "replicas must be 1") {
-			t.Errorf("scale to %d: got %v, want the replicas validation message", n, err)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("scale to %d: got %v, want the replicas validation message %q", n, err, want)
 		}
 	}
 	scale.Spec.Replicas = 1
@@ -216,4 +224,37 @@ func TestPushNodeScaleSubresource(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// replicas is fixed at creation, up or down, through the object and the
+// scale subresource; the same value passes, and so do other changes.
+func TestPushNodeReplicasFixedAtCreation(t *testing.T) {
+	ns := namespace(t)
+	ctx := context.Background()
+	pn := newPushNode(ns, "sharded")
+	pn.Spec.Replicas = ptr.To[int32](3)
+	must(t, k8s.Create(ctx, pn))
+	for _, n := range []int32{4, 2, 1} {
+		u := pn.DeepCopy()
+		must(t, k8s.Get(ctx, client.ObjectKeyFromObject(u), u))
+		u.Spec.Replicas = ptr.To(n)
+		err := k8s.Update(ctx, u)
+		if err == nil || !strings.Contains(err.Error(), "replicas cannot change on an existing PushNode yet: resharding is not supported; create a new PushNode") {
+			t.Errorf("replicas 3 -> %d: got %v", n, err)
+		}
+	}
+	u := pn.DeepCopy()
+	must(t, k8s.Get(ctx, client.ObjectKeyFromObject(u), u))
+	u.Spec.Settings.RateLimit = ptr.To[int32](10)
+	must(t, k8s.Update(ctx, u))
+	scale := &autoscalingv1.Scale{}
+	must(t, k8s.SubResource("scale").Get(ctx, pn, scale))
+	if scale.Spec.Replicas != 3 {
+		t.Fatalf("scale spec.replicas = %d", scale.Spec.Replicas)
+	}
+	must(t, k8s.SubResource("scale").Update(ctx, pn, client.WithSubResourceBody(scale)))
+	scale.Spec.Replicas = 5
+	if err := k8s.SubResource("scale").Update(ctx, pn, client.WithSubResourceBody(scale)); err == nil || !strings.Contains(err.Error(), "resharding is not supported") {
+		t.Errorf("scale 3 -> 5: got %v", err)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -82,6 +83,7 @@ func CacheOptions(namespaces []string) cache.Options {
 		&corev1.Pod{}:                 owned,
 		&appsv1.StatefulSet{}:         owned,
 		&networkingv1.NetworkPolicy{}: owned,
+		&policyv1.PodDisruptionBudget{}: owned,
 	}}
 	if len(namespaces) > 0 {
 		opts.DefaultNamespaces = map[string]cache.Config{}

@@ -74,41 +74,61 @@ func TestMain(m *testing.M) {
 }
 
 // testLocator is the seam through which the operator finds a node: here
-// it points at a real node process that stands in for the pod.
+// each pod is a real node process.
 type testLocator struct {
-	mu  sync.Mutex
-	eps map[types.NamespacedName]controllers.Endpoint
+	mu   sync.Mutex
+	pods map[types.NamespacedName][]testPod
 }
 
+type testPod struct{ url, peer string }
+
+// set points pod 0 of a PushNode at url.
 func (l *testLocator) set(pn types.NamespacedName, url string) {
+	l.setPod(pn, 0, url, "")
+}
+
+// setPod points pod ordinal of a PushNode at url, whose peer link server
+// listens on peer.
+func (l *testLocator) setPod(pn types.NamespacedName, ordinal int, url, peer string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.eps == nil {
-		l.eps = map[types.NamespacedName]controllers.Endpoint{}
+	if l.pods == nil {
+		l.pods = map[types.NamespacedName][]testPod{}
 	}
-	l.eps[pn] = controllers.Endpoint{URL: url, Pod: pn.Name + "-0"}
+	pods := l.pods[pn]
+	for len(pods) <= ordinal {
+		pods = append(pods, testPod{})
+	}
+	pods[ordinal] = testPod{url: url, peer: peer}
+	l.pods[pn] = pods
 }
 
-func (l *testLocator) get(pn *ddpushv1.PushNode) (controllers.Endpoint, error) {
+func (l *testLocator) Pod(_ context.Context, pn *ddpushv1.PushNode, ordinal int) (controllers.Endpoint, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ep, ok := l.eps[types.NamespacedName{Namespace: pn.Namespace, Name: pn.Name}]
-	if !ok {
-		return ep, &controllers.ErrNodeNotReachable{Reason: "no node process for " + pn.Name}
+	pods := l.pods[types.NamespacedName{Namespace: pn.Namespace, Name: pn.Name}]
+	if ordinal >= len(pods) || pods[ordinal].url == "" {
+		return controllers.Endpoint{}, &controllers.ErrNodeNotReachable{Reason: fmt.Sprintf("no node process for pod %d of %s", ordinal, pn.Name)}
 	}
-	return ep, nil
+	return controllers.Endpoint{URL: pods[ordinal].url, Pod: controllers.PodName(pn, ordinal), Ordinal: ordinal}, nil
 }
 
-func (l *testLocator) ForUUID(_ context.Context, pn *ddpushv1.PushNode, _ string) (controllers.Endpoint, error) {
-	return l.get(pn)
-}
-
-func (l *testLocator) All(_ context.Context, pn *ddpushv1.PushNode) ([]controllers.Endpoint, error) {
-	ep, err := l.get(pn)
+func (l *testLocator) ForUUID(ctx context.Context, pn *ddpushv1.PushNode, uuid string) (controllers.Endpoint, error) {
+	o, err := controllers.HomeOrdinal(pn, uuid)
 	if err != nil {
-		return nil, err
+		return controllers.Endpoint{}, err
 	}
-	return []controllers.Endpoint{ep}, nil
+	return l.Pod(ctx, pn, o)
+}
+
+func (l *testLocator) PeerAddr(pn *ddpushv1.PushNode, ordinal int) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	pods := l.pods[types.NamespacedName{Namespace: pn.Namespace, Name: pn.Name}]
+	if ordinal < len(pods) && pods[ordinal].peer != "" {
+		return pods[ordinal].peer
+	}
+	return builders.PeerAddr(pn, ordinal)
 }
 
 // manager runs the operator's controllers against the test API server

@@ -1,0 +1,260 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+
+	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
+	"github.com/ddpush/ddpush-operator/node/api"
+	"github.com/ddpush/ddpush-operator/node/slotmap"
+)
+
+// ConditionShardsAvailable says, on a PushNode of more than one pod,
+// whether every pod holds the current slot map and serves: a pod that
+// does not leaves its share of the uuids without a home.
+const ConditionShardsAvailable = "ShardsAvailable"
+
+// firstEpoch is the epoch of the first map of a PushNode.
+const firstEpoch = 1
+
+// shardWorkers bounds the pods asked at once: a PushNode may have 512.
+const shardWorkers = 16
+
+// desiredSlotMap is the map pn's pods must hold: the even split of the
+// slots between its ordinals, at the epoch recorded in the status (the
+// first one for a new PushNode). bump moves past an epoch a pod already
+// used for another content.
+func desiredSlotMap(pn *ddpushv1.PushNode, loc NodeLocator, epoch uint64) (slotmap.Map, error) {
+	n := replicasOf(pn)
+	peers := make(map[int]string, n)
+	for i := range n {
+		peers[i] = loc.PeerAddr(pn, i)
+	}
+	m, err := slotmap.EvenSplit(n, epoch, peers)
+	if err != nil {
+		return slotmap.Map{}, fmt.Errorf("compute the slot map of %d pods: %w", n, err)
+	}
+	return m, nil
+}
+
+// slotMapStatus is the status form of m.
+func slotMapStatus(m slotmap.Map) *ddpushv1.SlotMapStatus {
+	s := m.Spec()
+	out := &ddpushv1.SlotMapStatus{Epoch: int64(s.Epoch), Ranges: make([]ddpushv1.SlotRange, len(s.Ranges))}
+	for i, r := range s.Ranges {
+		out.Ranges[i] = ddpushv1.SlotRange{From: int32(r.From), To: int32(r.To), Ordinal: int32(r.Ordinal)}
+	}
+	return out
+}
+
+// share is the part of all uuids that a number of slots holds, for people.
+func share(slots int) string {
+	return fmt.Sprintf("%d%%", (slots*100+slotmap.NumSlots/2)/slotmap.NumSlots)
+}
+
+// podShard is what one pod said, or why it said nothing.
+type podShard struct {
+	st      ddpushv1.PushNodePodStatus
+	stats   bool   // Records and Online are read
+	held    uint64 // epoch of the map the pod held before this round
+	newer   bool   // the pod holds a newer epoch, or the same one with other content
+	problem string // for the Degraded condition: what a person must fix
+}
+
+// reconcileShards hands the slot map to every pod of a sharded PushNode
+// that does not hold it, and records the map and each pod's state in st.
+// Pods restart, and a pod whose volume was replaced comes back without a
+// map, so every pod is asked every time rather than trusted to have kept
+// what it was given. It returns the problems a person has to act on.
+func (r *PushNodeReconciler) reconcileShards(ctx context.Context, pn *ddpushv1.PushNode, st *ddpushv1.PushNodeStatus) []problem {
+	log := logf.FromContext(ctx)
+	epoch := uint64(firstEpoch)
+	if st.SlotMap != nil && st.SlotMap.Epoch > 0 {
+		epoch = uint64(st.SlotMap.Epoch)
+	}
+	m, err := desiredSlotMap(pn, r.Locator, epoch)
+	if err != nil {
+		return []problem{{"SlotMapInvalid", err.Error()}}
+	}
+	if st.SlotMap != nil {
+		if prev, err := slotmap.New(epoch, specRanges(st.SlotMap), m.Peers()); err != nil || !prev.SameContent(m) {
+			// The split of the slots never changes while replicas cannot;
+			// a recorded map that differs was written by something else.
+			epoch++
+			if m, err = desiredSlotMap(pn, r.Locator, epoch); err != nil {
+				return []problem{{"SlotMapInvalid", err.Error()}}
+			}
+		}
+	}
+	token, terr := ReadToken(ctx, r.Client, pn)
+	results := make([]podShard, replicasOf(pn))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, shardWorkers)
+	for i := range results {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			results[i] = r.shardOf(ctx, pn, m, i, token, terr)
+		}()
+	}
+	wg.Wait()
+
+	// A pod holding a newer epoch than the status records (the status
+	// was restored from an older copy, say) would refuse this map for
+	// good: the next map goes past it.
+	var high uint64
+	for _, p := range results {
+		if p.newer {
+			high = max(high, p.held)
+		}
+	}
+	if high >= epoch {
+		log.Info("a pod holds a slot map newer than the recorded one; moving to a new epoch", "held", high, "recorded", epoch)
+		next, err := desiredSlotMap(pn, r.Locator, high+1)
+		if err != nil {
+			return []problem{{"SlotMapInvalid", err.Error()}}
+		}
+		st.SlotMap = slotMapStatus(next)
+	} else {
+		st.SlotMap = slotMapStatus(m)
+	}
+
+	var problems []problem
+	st.Pods = make([]ddpushv1.PushNodePodStatus, len(results))
+	var records, online int64
+	var down []podShard
+	for i, p := range results {
+		st.Pods[i] = p.st
+		if p.stats {
+			records += p.st.Records
+			online += p.st.Online
+		}
+		if !p.st.Ready {
+			down = append(down, p)
+		}
+		if p.problem != "" {
+			problems = append(problems, problem{"ShardProblem", p.problem})
+		}
+	}
+	st.Records, st.Online = records, online
+	meta.SetStatusCondition(&st.Conditions, shardsCondition(pn, m, down))
+	return problems
+}
+
+func specRanges(s *ddpushv1.SlotMapStatus) []slotmap.Range {
+	out := make([]slotmap.Range, len(s.Ranges))
+	for i, r := range s.Ranges {
+		out[i] = slotmap.Range{From: int(r.From), To: int(r.To), Ordinal: int(r.Ordinal)}
+	}
+	return out
+}
+
+// shardsCondition tells which pods leave which share of the uuids
+// without a home.
+func shardsCondition(pn *ddpushv1.PushNode, m slotmap.Map, down []podShard) metav1.Condition {
+	c := metav1.Condition{Type: ConditionShardsAvailable, ObservedGeneration: pn.Generation}
+	n := replicasOf(pn)
+	if len(down) == 0 {
+		c.Status, c.Reason = metav1.ConditionTrue, "AllShardsServed"
+		c.Message = fmt.Sprintf("all %d pods hold slot map epoch %d and serve their slots", n, m.Epoch())
+		return c
+	}
+	slots := 0
+	parts := make([]string, 0, min(len(down), 4))
+	for i, p := range down {
+		slots += int(p.st.SlotCount)
+		if i < 4 {
+			parts = append(parts, fmt.Sprintf("pod %s (slots %s, %s of uuids) is not ready: %s", p.st.Name, p.st.Slots, p.st.Share, p.st.Problem))
+		}
+	}
+	if len(down) > len(parts) {
+		parts = append(parts, fmt.Sprintf("and %d more pods", len(down)-len(parts)))
+	}
+	c.Status, c.Reason = metav1.ConditionFalse, "PodsNotReady"
+	c.Message = fmt.Sprintf("%d/%d pods not ready, %s of uuids cannot take pushes until they are back: %s",
+		len(down), n, share(slots), strings.Join(parts, "; "))
+	return c
+}
+
+// shardOf asks pod i what it holds and serves, and hands it m if it does
+// not hold it.
+func (r *PushNodeReconciler) shardOf(ctx context.Context, pn *ddpushv1.PushNode, m slotmap.Map, i int, token string, terr error) podShard {
+	p := podShard{st: ddpushv1.PushNodePodStatus{
+		Name: PodName(pn, i), Ordinal: int32(i), Slots: m.Ranges(i), SlotCount: int32(m.SlotCount(i)),
+		Share: share(m.SlotCount(i)),
+	}}
+	notReady := func(why string) podShard {
+		p.st.Ready, p.st.Problem = false, why
+		return p
+	}
+	if terr != nil {
+		return notReady(terr.Error())
+	}
+	ep, err := r.Locator.Pod(ctx, pn, i)
+	if err != nil {
+		return notReady(err.Error())
+	}
+	p.st.Name = ep.Pod
+	c := newShardClient(ep.URL, token)
+	ns, err := c.status(ctx)
+	if err != nil {
+		return notReady(fmt.Sprintf("its API does not answer: %v", err))
+	}
+	p.st.Records, p.st.Online, p.stats = ns.Records, ns.Online, true
+	if ns.Ordinal != nil && *ns.Ordinal != i {
+		// Both would take themselves for the home of the same slots.
+		p.problem = fmt.Sprintf("pod %s runs as ordinal %d, not %d: its --ordinal or pod name is wrong", ep.Pod, *ns.Ordinal, i)
+		return notReady(p.problem)
+	}
+	held, err := c.slotMap(ctx)
+	if err != nil {
+		return notReady(fmt.Sprintf("cannot read its slot map: %v", err))
+	}
+	if !held.Supported {
+		p.problem = fmt.Sprintf("pod %s runs a node image that does not know slot maps (GET %s answered 404): "+
+			"a PushNode of more than one pod needs an image that does", ep.Pod, pathSlotMap)
+		return notReady(p.problem)
+	}
+	if held.Self != nil && *held.Self != i {
+		p.problem = fmt.Sprintf("pod %s runs as ordinal %d, not %d: its --ordinal or pod name is wrong", ep.Pod, *held.Self, i)
+		return notReady(p.problem)
+	}
+	p.held = held.Map.Epoch()
+	switch {
+	case held.Map.Equal(m):
+	case !held.Map.IsZero() && (held.Map.Epoch() > m.Epoch() || held.Map.Epoch() == m.Epoch()):
+		p.newer = true
+		p.st.MapEpoch = int64(held.Map.Epoch())
+		return notReady(fmt.Sprintf("it holds slot map epoch %d, which differs from epoch %d; a new epoch is handed out", held.Map.Epoch(), m.Epoch()))
+	default:
+		if err := c.putSlotMap(ctx, m); err != nil {
+			var se *api.StatusError
+			if errors.As(err, &se) && se.Code == http.StatusBadRequest {
+				p.problem = fmt.Sprintf("pod %s refused slot map epoch %d: %s", ep.Pod, m.Epoch(), se.Message)
+				return notReady(p.problem)
+			}
+			return notReady(fmt.Sprintf("handing it slot map epoch %d failed: %v", m.Epoch(), err))
+		}
+		logf.FromContext(ctx).Info("handed the slot map to a pod", "pod", ep.Pod, "epoch", m.Epoch(), "slots", m.Ranges(i), "previous", held.Map.Epoch())
+	}
+	p.st.MapEpoch = int64(m.Epoch())
+	if !ns.Ready {
+		why := "the node says it is not ready"
+		if ns.StoreError != "" {
+			why += ": " + ns.StoreError
+		}
+		return notReady(why)
+	}
+	p.st.Ready = true
+	return p
+}
