@@ -77,12 +77,12 @@ func Setup(mgr ctrl.Manager, opt Options) error {
 func CacheOptions(namespaces []string) cache.Options {
 	owned := cache.ByObject{Label: labels.SelectorFromSet(labels.Set{builders.LabelManagedBy: builders.ManagedByValue})}
 	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}:              owned,
-		&corev1.ConfigMap{}:           owned,
-		&corev1.Service{}:             owned,
-		&corev1.Pod{}:                 owned,
-		&appsv1.StatefulSet{}:         owned,
-		&networkingv1.NetworkPolicy{}: owned,
+		&corev1.Secret{}:                owned,
+		&corev1.ConfigMap{}:             owned,
+		&corev1.Service{}:               owned,
+		&corev1.Pod{}:                   owned,
+		&appsv1.StatefulSet{}:           owned,
+		&networkingv1.NetworkPolicy{}:   owned,
 		&policyv1.PodDisruptionBudget{}: owned,
 	}}
 	if len(namespaces) > 0 {
