@@ -218,3 +218,170 @@ func TestShardedPodsRelay(t *testing.T) {
 		}
 	}
 }
+
+// TestSlotMapAPI covers PUT and GET /v1/slotmap and the owner lookup:
+// what is refused and why, epochs that only move forward, and a map that
+// outlives a restart.
+func TestSlotMapAPI(t *testing.T) {
+	plain := nodetest.Start(t, nil)
+	if code, body := httpDo(t, plain, http.MethodGet, api.PathSlotMap, nil); code != http.StatusNotFound || !bytes.Contains([]byte(body), []byte("serves every slot")) {
+		t.Fatalf("GET on a whole node: %d %s", code, body)
+	}
+	m1, _ := slotmap.EvenSplit(2, 1, map[int]string{0: "127.0.0.1:1", 1: "127.0.0.1:2"})
+	if code, body := putMap(t, plain, m1); code != http.StatusConflict || !bytes.Contains([]byte(body), []byte("--peer-addr")) {
+		t.Fatalf("PUT on a whole node: %d %s", code, body)
+	}
+
+	dir := t.TempDir()
+	cfg := nodetest.Config(t, dir)
+	cfg.PeerAddr, cfg.Ordinal = "127.0.0.1:0", 0
+	pod := nodetest.StartConfig(t, cfg)
+	if code, body := httpDo(t, pod, http.MethodGet, api.PathSlotMap, nil); code != http.StatusNotFound || !bytes.Contains([]byte(body), []byte(`"self":0`)) {
+		t.Fatalf("GET before any map: %d %s", code, body)
+	}
+	for _, bad := range []string{``, `null`, `{}`, `[]`, `{"epoch":1}`, `{"epoch":0,"ranges":[{"from":0,"to":1023,"ordinal":0}],"peers":{"0":"a:1"}}`,
+		`{"epoch":1,"ranges":[{"from":0,"to":1022,"ordinal":0}],"peers":{"0":"a:1"}}`,
+		`{"epoch":1,"ranges":[{"from":0,"to":1023,"ordinal":1}],"peers":{"0":"a:1"}}`,
+		`{"epoch":1,"ranges":[{"from":0,"to":1023,"ordinal":512}],"peers":{"512":"a:1"}}`,
+		`{"epoch":1,"ranges":[{"from":0,"to":1024,"ordinal":0}],"peers":{"0":"a:1"}}`,
+		`{"epoch":-1,"ranges":[{"from":0,"to":1023,"ordinal":0}],"peers":{"0":"a:1"}}`,
+		`{"epoch":1,"ranges":[{"from":0,"to":1023,"ordinal":0}],"peers":{"0":""}}`} {
+		code, body := putMap(t, pod, bad)
+		if code != http.StatusBadRequest {
+			t.Errorf("PUT %s: %d %s, want 400", bad, code, body)
+		}
+	}
+	if code, _ := httpDo(t, pod, http.MethodGet, api.PathSlotMap, nil); code != http.StatusNotFound {
+		t.Fatalf("a refused map was installed")
+	}
+	peers := map[int]string{0: pod.Shard().PeerAddr(), 1: "127.0.0.1:9"}
+	m2, _ := slotmap.EvenSplit(2, 2, peers)
+	if code, body := putMap(t, pod, m2); code != http.StatusOK || !bytes.Contains([]byte(body), []byte(`"epoch":2`)) || !bytes.Contains([]byte(body), []byte(`"self":0`)) {
+		t.Fatalf("PUT epoch 2: %d %s", code, body)
+	}
+	if code, body := putMap(t, pod, m2); code != http.StatusOK {
+		t.Fatalf("PUT the same map again: %d %s", code, body)
+	}
+	older, _ := slotmap.EvenSplit(2, 1, peers)
+	if code, body := putMap(t, pod, older); code != http.StatusConflict || !bytes.Contains([]byte(body), []byte("newer")) {
+		t.Fatalf("PUT an older epoch: %d %s", code, body)
+	}
+	other, _ := slotmap.EvenSplit(3, 2, map[int]string{0: peers[0], 1: peers[1], 2: "127.0.0.1:10"})
+	if code, body := putMap(t, pod, other); code != http.StatusConflict || !bytes.Contains([]byte(body), []byte("new epoch")) {
+		t.Fatalf("PUT another map of the same epoch: %d %s", code, body)
+	}
+	var owner api.SlotOwner
+	u := uuidHomedOn(t, m2, 1, "owner")
+	code, body := httpDo(t, pod, http.MethodGet, api.PathSlotOwner+"?uuid="+u.String(), nil)
+	if err := json.Unmarshal([]byte(body), &owner); err != nil || code != http.StatusOK || owner.Ordinal != 1 || owner.Peer != "127.0.0.1:9" || owner.Epoch != 2 || owner.Slot != int(slotmap.Slot(u)) {
+		t.Fatalf("owner: %d %s", code, body)
+	}
+	uid := wire.UUID(md5.Sum([]byte("alice")))
+	code, body = httpDo(t, pod, http.MethodGet, api.PathSlotOwner+"?userId=alice", nil)
+	if err := json.Unmarshal([]byte(body), &owner); err != nil || code != http.StatusOK || owner.UUID != uid.String() || owner.Ordinal != m2.OwnerOf(uid) {
+		t.Fatalf("owner by user id: %d %s", code, body)
+	}
+	for _, q := range []string{"", "?uuid=zz", "?uuid=" + u.String() + "&userId=alice"} {
+		if code, body := httpDo(t, pod, http.MethodGet, api.PathSlotOwner+q, nil); code != http.StatusBadRequest {
+			t.Errorf("owner%s: %d %s, want 400", q, code, body)
+		}
+	}
+	// Pod 1 does not exist: its pushes are refused, never accepted.
+	if _, err := pod.API.Push(context.Background(), api.PushRequest{UUID: u.String(), Kind: "general"}); err == nil || !bytes.Contains([]byte(err.Error()), []byte("503")) {
+		t.Fatalf("push to an unreachable home: %v", err)
+	}
+	ps, err := pusher.Dial(pod.PushAddr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ps.General(u); !errors.Is(err, pusher.ErrRejected) {
+		t.Fatalf("9999 push to an unreachable home: %v", err)
+	}
+	ps.Close()
+	st, err := pod.API.Status(context.Background())
+	if err != nil || st.SlotMap == nil || st.SlotMap.Epoch != 2 || st.SlotMap.Slots != m2.SlotCount(0) || len(st.Peers) != 1 || st.Peers[0].Up {
+		t.Fatalf("status: %+v %+v %v", st.SlotMap, st.Peers, err)
+	}
+
+	// The map outlives a restart.
+	pod.Stop(t)
+	pod = nodetest.StartConfig(t, cfg)
+	code, body = httpDo(t, pod, http.MethodGet, api.PathSlotMap, nil)
+	if code != http.StatusOK || !bytes.Contains([]byte(body), []byte(`"epoch":2`)) {
+		t.Fatalf("after a restart: %d %s", code, body)
+	}
+	// And ids keep naming the pod: a local push gets an id of ordinal 0.
+	p, err := pod.API.Push(context.Background(), api.PushRequest{UUID: uuidHomedOn(t, m2, 0, "local").String(), Kind: "general"})
+	if err != nil || p.Incarnation == "" {
+		t.Fatalf("local push: %+v %v", p, err)
+	}
+}
+
+// TestShardedBulkAndTCPDetach: a bulk push at one pod fans out to every
+// home and answers per target; a TCP phone on a front that closes its
+// connection is offline at its home.
+func TestShardedBulkAndTCPDetach(t *testing.T) {
+	pods, m := startShards(t, 3)
+	ctx := context.Background()
+	var uuids []string
+	phones := map[string]*phone.Phone{}
+	for home := range pods {
+		for i := range 3 {
+			u := uuidHomedOn(t, m, home, fmt.Sprintf("bulk%d", i))
+			uuids = append(uuids, u.String())
+			ph, err := phone.Dial("tcp", pods[i].ClientAddr().String(), u)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ph.Close()
+			if err := ph.Heartbeat(); err != nil {
+				t.Fatal(err)
+			}
+			phones[u.String()] = ph
+		}
+	}
+	nodetest.Eventually(t, 5*time.Second, func() error {
+		for _, u := range uuids {
+			c, err := pods[0].API.Client(ctx, u)
+			if err != nil || !c.Online {
+				return fmt.Errorf("%s not online: %v", u, err)
+			}
+		}
+		return nil
+	})
+	res, err := pods[1].API.BulkPush(ctx, api.BulkPushRequest{UUIDs: uuids, Kind: "custom", Data: "all"})
+	if err != nil || res.Accepted != len(uuids) {
+		t.Fatalf("bulk: %+v %v", res, err)
+	}
+	for i, r := range res.Results {
+		if o, _ := slotmap.OrdinalOfID(r.ID); o != m.OwnerOf(mustUUID(t, uuids[i])) {
+			t.Fatalf("result %d: id %d from pod %d", i, r.ID, o)
+		}
+	}
+	for _, ph := range phones {
+		if got := next(t, ph, wire.CmdCustom); string(got.Body) != "all" {
+			t.Fatalf("got %q", got.Body)
+		}
+	}
+	// Close the phone of a uuid homed on pod 2 attached to pod 0.
+	u := uuids[6]
+	phones[u].Close()
+	nodetest.Eventually(t, 5*time.Second, func() error {
+		c, err := pods[2].API.Client(ctx, u)
+		if err != nil {
+			return err
+		}
+		if c.Online {
+			return errors.New("still online after its TCP connection closed")
+		}
+		return nil
+	})
+}
+
+func mustUUID(t *testing.T, s string) wire.UUID {
+	u, err := wire.ParseUUID(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
