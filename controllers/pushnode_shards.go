@@ -239,7 +239,9 @@ func (r *PushNodeReconciler) shardOf(ctx context.Context, pn *ddpushv1.PushNode,
 	default:
 		if err := c.putSlotMap(ctx, m); err != nil {
 			var se *api.StatusError
-			if errors.As(err, &se) && se.Code == http.StatusBadRequest {
+			// 400: the map is wrong; 409 with the epoch checked just
+			// before: the node takes no map (started without --peer-addr).
+			if errors.As(err, &se) && (se.Code == http.StatusBadRequest || se.Code == http.StatusConflict) {
 				p.problem = fmt.Sprintf("pod %s refused slot map epoch %d: %s", ep.Pod, m.Epoch(), se.Message)
 				return notReady(p.problem)
 			}
