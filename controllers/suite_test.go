@@ -227,17 +227,23 @@ func namespace(t testing.TB) string {
 // it reports the node pod ready.
 func markReady(t testing.TB, ns, name string) {
 	t.Helper()
+	markReadyN(t, ns, name, 1)
+}
+
+// markReadyN reports n node pods ready.
+func markReadyN(t testing.TB, ns, name string, n int32) {
+	t.Helper()
 	ctx := context.Background()
 	eventually(t, 20*time.Second, "StatefulSet ready", func() error {
 		var sts appsv1.StatefulSet
 		if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, &sts); err != nil {
 			return err
 		}
-		sts.Status.Replicas = 1
-		sts.Status.ReadyReplicas = 1
-		sts.Status.AvailableReplicas = 1
-		sts.Status.UpdatedReplicas = 1
-		sts.Status.CurrentReplicas = 1
+		sts.Status.Replicas = n
+		sts.Status.ReadyReplicas = n
+		sts.Status.AvailableReplicas = n
+		sts.Status.UpdatedReplicas = n
+		sts.Status.CurrentReplicas = n
 		sts.Status.ObservedGeneration = sts.Generation
 		sts.Status.CurrentRevision = "rev-1"
 		sts.Status.UpdateRevision = "rev-1"

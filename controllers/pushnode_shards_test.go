@@ -1,0 +1,335 @@
+package controllers_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
+	"github.com/ddpush/ddpush-operator/controllers"
+	"github.com/ddpush/ddpush-operator/controllers/builders"
+	"github.com/ddpush/ddpush-operator/node/nodetest"
+	"github.com/ddpush/ddpush-operator/node/phone"
+	"github.com/ddpush/ddpush-operator/node/slotmap"
+	"github.com/ddpush/ddpush-operator/node/wire"
+)
+
+// shardedFixture is a PushNode of n pods, each a real node process.
+type shardedFixture struct {
+	ns, name string
+	n        int
+	loc      *testLocator
+	dir      string
+	token    []byte
+	procs    []*nodetest.Process
+	peers    []string
+}
+
+func newShardedPushNode(ns, name string, n int32) *ddpushv1.PushNode {
+	pn := newPushNode(ns, name)
+	pn.Spec.Replicas = ptr.To(n)
+	return pn
+}
+
+// startSharded creates a PushNode of n replicas and starts its pods as
+// node processes on loopback, each with its ordinal and peer listener.
+func startSharded(t *testing.T, loc *testLocator, n int) *shardedFixture {
+	t.Helper()
+	ctx := context.Background()
+	f := &shardedFixture{ns: namespace(t), name: "shard", n: n, loc: loc, dir: t.TempDir()}
+	must(t, k8s.Create(ctx, newShardedPushNode(f.ns, f.name, int32(n))))
+	var sec corev1.Secret
+	eventually(t, 20*time.Second, "token secret", func() error {
+		return k8s.Get(ctx, types.NamespacedName{Namespace: f.ns, Name: f.name + "-api-token"}, &sec)
+	})
+	f.token = sec.Data["token"]
+	f.procs, f.peers = make([]*nodetest.Process, n), make([]string, n)
+	for i := range n {
+		f.start(t, i, "data-"+strconv.Itoa(i))
+	}
+	return f
+}
+
+// start runs pod i on data directory data (under the fixture's), on the
+// peer address it had before if any.
+func (f *shardedFixture) start(t *testing.T, i int, data string) {
+	t.Helper()
+	tokenFile := filepath.Join(f.dir, "operator-token")
+	must(t, os.WriteFile(tokenFile, f.token, 0o600))
+	peer := f.peers[i]
+	if peer == "" {
+		peer = "127.0.0.1:0"
+	}
+	p := nodetest.StartProcess(t, filepath.Join(f.dir, data), "--api-token-file", tokenFile,
+		"--ordinal", strconv.Itoa(i), "--peer-addr", peer)
+	if p.Peer == "" {
+		t.Fatalf("pod %d did not say where its peer listener is:\n%s", i, p.Logs())
+	}
+	f.procs[i], f.peers[i] = p, p.Peer
+	f.loc.setPod(types.NamespacedName{Namespace: f.ns, Name: f.name}, i, "http://"+p.HTTP, p.Peer)
+}
+
+func (f *shardedFixture) pn(t *testing.T) *ddpushv1.PushNode { return getPN(t, f.ns, f.name) }
+
+// homeOf is the ordinal owning user's uuid in the even split of n pods.
+func homeOf(t testing.TB, n int, user string) int {
+	t.Helper()
+	peers := map[int]string{}
+	for i := range n {
+		peers[i] = fmt.Sprintf("p%d:1", i)
+	}
+	m, err := slotmap.EvenSplit(n, 1, peers)
+	must(t, err)
+	u, err := wire.ParseUUID(userUUID(user))
+	must(t, err)
+	return m.OwnerOf(u)
+}
+
+// usersOnEveryShard returns one user id per ordinal, each homed there.
+func usersOnEveryShard(t testing.TB, n int, prefix string) []string {
+	t.Helper()
+	users := make([]string, n)
+	found := 0
+	for i := 0; found < n && i < 100000; i++ {
+		u := prefix + strconv.Itoa(i)
+		if h := homeOf(t, n, u); users[h] == "" {
+			users[h] = u
+			found++
+		}
+	}
+	if found < n {
+		t.Fatalf("no user for every shard: %v", users)
+	}
+	return users
+}
+
+// phoneOn attaches user's phone to pod i (its home, as the client
+// Service would route it there or to a pod that relays).
+func (f *shardedFixture) phoneOn(t *testing.T, i int, user string) *phone.Phone {
+	t.Helper()
+	u, err := wire.ParseUUID(userUUID(user))
+	must(t, err)
+	p, err := phone.Dial("udp", f.procs[i].Client, u)
+	must(t, err)
+	t.Cleanup(func() { p.Close() })
+	must(t, p.Heartbeat())
+	return p
+}
+
+// getSlotMap reads what pod i holds.
+func (f *shardedFixture) getSlotMap(t *testing.T, i int) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, "http://"+f.procs[i].HTTP+"/v1/slotmap", nil)
+	must(t, err)
+	req.Header.Set("Authorization", "Bearer "+string(f.token))
+	resp, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer resp.Body.Close()
+	var m map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	return resp.StatusCode, m
+}
+
+func shardsAvailable(pn *ddpushv1.PushNode) *metav1.Condition {
+	return meta.FindStatusCondition(pn.Status.Conditions, controllers.ConditionShardsAvailable)
+}
+
+// The objects of a sharded PushNode, and what the operator reports while
+// none of its pods answers: the slot map is computed and recorded, each
+// pod's share is shown, and a message waits for its own home pod.
+func TestShardedPushNodeObjectsAndStatus(t *testing.T) {
+	loc := &testLocator{}
+	startManagerOpts(t, cfg, loc, nil, func(o *controllers.Options) { o.Builders.NetworkPolicy.Enabled = true })
+	ctx := context.Background()
+	ns := namespace(t)
+	pn := newShardedPushNode(ns, "edge", 3)
+	pn.Spec.Labels = map[string]ddpushv1.LabelValue{"team": "mobile"}
+	must(t, k8s.Create(ctx, pn))
+	key := types.NamespacedName{Namespace: ns, Name: "edge"}
+
+	var pdb policyv1.PodDisruptionBudget
+	eventually(t, 20*time.Second, "PodDisruptionBudget", func() error { return k8s.Get(ctx, key, &pdb) })
+	got := getPN(t, ns, "edge")
+	if !metav1.IsControlledBy(&pdb, got) || pdb.Spec.MaxUnavailable.IntValue() != 1 ||
+		pdb.Labels[builders.LabelManagedBy] != builders.ManagedByValue || pdb.Labels["team"] != "mobile" {
+		t.Errorf("budget %+v", pdb.ObjectMeta)
+	}
+	var np networkingv1.NetworkPolicy
+	eventually(t, 20*time.Second, "NetworkPolicy", func() error { return k8s.Get(ctx, key, &np) })
+	if len(np.Spec.Ingress) != 3 || np.Spec.Ingress[2].Ports[0].Port.IntValue() != 9977 {
+		t.Errorf("NetworkPolicy ingress %+v", np.Spec.Ingress)
+	}
+
+	eventually(t, 20*time.Second, "slot map and pods in the status", func() error {
+		got = getPN(t, ns, "edge")
+		st := got.Status
+		if st.SlotMap == nil || st.SlotMap.Epoch != 1 || len(st.SlotMap.Ranges) != 3 {
+			return fmt.Errorf("slot map %+v", st.SlotMap)
+		}
+		if len(st.Pods) != 3 {
+			return fmt.Errorf("pods %+v", st.Pods)
+		}
+		c := shardsAvailable(got)
+		if c == nil || c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "pod edge-1 (slots 342-682, 33% of uuids) is not ready") ||
+			!strings.Contains(c.Message, "3/3 pods not ready, 100% of uuids") {
+			return fmt.Errorf("ShardsAvailable %+v", c)
+		}
+		return nil
+	})
+	want := []ddpushv1.SlotRange{{From: 0, To: 341, Ordinal: 0}, {From: 342, To: 682, Ordinal: 1}, {From: 683, To: 1023, Ordinal: 2}}
+	for i, r := range got.Status.SlotMap.Ranges {
+		if r != want[i] {
+			t.Errorf("range %d = %+v, want %+v", i, r, want[i])
+		}
+	}
+	for i, p := range got.Status.Pods {
+		if p.Name != fmt.Sprintf("edge-%d", i) || int(p.Ordinal) != i || p.Ready || p.Problem == "" {
+			t.Errorf("pod %d: %+v", i, p)
+		}
+	}
+	if p := got.Status.Pods[2]; p.Slots != "683-1023" || p.SlotCount != 341 || p.Share != "33%" {
+		t.Errorf("pod 2 share %+v", p)
+	}
+
+	// The locator's home agrees with the map, for uuids and user ids.
+	for _, user := range usersOnEveryShard(t, 3, "loc-") {
+		o, err := controllers.HomeOrdinal(got, userUUID(user))
+		must(t, err)
+		if h := homeOf(t, 3, user); o != h {
+			t.Errorf("user %s: HomeOrdinal %d, want %d", user, o, h)
+		}
+	}
+	if _, err := controllers.HomeOrdinal(got, "not-hex"); err == nil {
+		t.Errorf("HomeOrdinal took a uuid that is not one")
+	}
+
+	// A message waits for its home, and says which one.
+	user := usersOnEveryShard(t, 3, "wait-")[2]
+	pm := &ddpushv1.PushMessage{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "waits"},
+		Spec: ddpushv1.PushMessageSpec{PushNodeName: "edge", UserID: user, Kind: ddpushv1.KindGeneral}}
+	must(t, k8s.Create(ctx, pm))
+	eventually(t, 20*time.Second, "message waits for edge-2", func() error {
+		m := getPM(t, ns, "waits")
+		c := meta.FindStatusCondition(m.Status.Conditions, controllers.ConditionNodeAvailable)
+		if m.Status.Phase != ddpushv1.PhasePending || c == nil || c.Reason != "HomePodNotReady" || !strings.Contains(c.Message, "pod edge-2") {
+			return fmt.Errorf("status %s %+v", m.Status.Phase, c)
+		}
+		return nil
+	})
+}
+
+// Three real node processes: the operator hands each the slot map, reports
+// every pod, and PushMessages for uuids on every shard go to their home
+// and reach Delivered. A pod that goes away is reported with its share;
+// its messages wait while the others are delivered; back on an empty
+// volume, it gets the map again and its messages go out.
+func TestShardedPushNodeDelivers(t *testing.T) {
+	loc := &testLocator{}
+	startManager(t, loc)
+	f := startSharded(t, loc, 3)
+	ctx := context.Background()
+	markReadyN(t, f.ns, f.name, 3)
+
+	eventually(t, 30*time.Second, "every pod holds the map", func() error {
+		pn := f.pn(t)
+		if c := shardsAvailable(pn); c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("ShardsAvailable %+v pods %+v", c, pn.Status.Pods)
+		}
+		return nil
+	})
+	pn := f.pn(t)
+	for i := range 3 {
+		code, m := f.getSlotMap(t, i)
+		if code != http.StatusOK || m["epoch"] != float64(1) || m["self"] != float64(i) {
+			t.Fatalf("pod %d holds %d %v", i, code, m)
+		}
+		peers, _ := m["peers"].(map[string]any)
+		if peers[strconv.Itoa((i+1)%3)] != f.peers[(i+1)%3] {
+			t.Errorf("pod %d's peers %v; want the pods' peer listeners %v", i, peers, f.peers)
+		}
+		p := pn.Status.Pods[i]
+		if !p.Ready || p.MapEpoch != 1 || p.Slots == "" {
+			t.Errorf("pod %d status %+v", i, p)
+		}
+	}
+
+	users := usersOnEveryShard(t, 3, "deliver-")
+	phones := make([]*phone.Phone, 3)
+	for i, u := range users {
+		phones[i] = f.phoneOn(t, i, u)
+	}
+	for i, u := range users {
+		pm := &ddpushv1.PushMessage{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: fmt.Sprintf("to-%d", i)},
+			Spec: ddpushv1.PushMessageSpec{PushNodeName: f.name, UserID: u, Kind: ddpushv1.KindCustom, Data: fmt.Sprintf("for shard %d", i)}}
+		must(t, k8s.Create(ctx, pm))
+	}
+	for i := range users {
+		expectCustom(t, phones[i], fmt.Sprintf("for shard %d", i))
+		got := waitPhase(t, f.ns, fmt.Sprintf("to-%d", i), ddpushv1.PhaseDelivered)
+		o, ok := slotmap.OrdinalOfID(uint64(got.Status.PushID))
+		if got.Status.NodePod != fmt.Sprintf("%s-%d", f.name, i) || !ok || o != i {
+			t.Errorf("message for shard %d went to %s as push %d (ordinal %d)", i, got.Status.NodePod, got.Status.PushID, o)
+		}
+	}
+
+	// Pod 1 goes away.
+	_ = f.procs[1].Cmd.Process.Kill()
+	eventually(t, 30*time.Second, "pod 1 reported down", func() error {
+		c := shardsAvailable(f.pn(t))
+		if c == nil || c.Status != metav1.ConditionFalse || !strings.Contains(c.Message, "pod shard-1 (slots 342-682, 33% of uuids) is not ready") {
+			return fmt.Errorf("ShardsAvailable %+v", c)
+		}
+		return nil
+	})
+	for i, u := range users {
+		pm := &ddpushv1.PushMessage{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: fmt.Sprintf("again-%d", i)},
+			Spec: ddpushv1.PushMessageSpec{PushNodeName: f.name, UserID: u, Kind: ddpushv1.KindCustom, Data: fmt.Sprintf("again %d", i)}}
+		must(t, k8s.Create(ctx, pm))
+	}
+	for _, i := range []int{0, 2} {
+		expectCustom(t, phones[i], fmt.Sprintf("again %d", i))
+		waitPhase(t, f.ns, fmt.Sprintf("again-%d", i), ddpushv1.PhaseDelivered)
+	}
+	eventually(t, 20*time.Second, "message for pod 1 waits", func() error {
+		m := getPM(t, f.ns, "again-1")
+		c := meta.FindStatusCondition(m.Status.Conditions, controllers.ConditionNodeAvailable)
+		if m.Status.Phase != ddpushv1.PhasePending || c == nil || c.Reason != "HomePodNotReady" {
+			return fmt.Errorf("status %s %+v", m.Status.Phase, c)
+		}
+		return nil
+	})
+
+	// Back on an empty volume: no map until the operator hands it again.
+	f.start(t, 1, "data-1-new")
+	eventually(t, 30*time.Second, "pod 1 back with the map", func() error {
+		if c := shardsAvailable(f.pn(t)); c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("ShardsAvailable %+v", c)
+		}
+		if code, m := f.getSlotMap(t, 1); code != http.StatusOK || m["epoch"] != float64(1) {
+			return fmt.Errorf("pod 1 holds %d %v", code, m)
+		}
+		return nil
+	})
+	p1 := f.phoneOn(t, 1, users[1])
+	expectCustom(t, p1, "again 1")
+	got := waitPhase(t, f.ns, "again-1", ddpushv1.PhaseDelivered)
+	if got.Status.NodePod != f.name+"-1" {
+		t.Errorf("again-1 went to %s", got.Status.NodePod)
+	}
+}
+
