@@ -332,4 +332,3 @@ func TestShardedPushNodeDelivers(t *testing.T) {
 		t.Errorf("again-1 went to %s", got.Status.NodePod)
 	}
 }
-
