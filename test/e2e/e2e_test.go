@@ -23,6 +23,7 @@ func TestE2E(t *testing.T) {
 	t.Run("HelmTest", testHelmTest)
 	t.Run("SecureMetrics", testSecureMetrics)
 	t.Run("NodePodKilled", testNodePodKilled)
+	t.Run("ShardedDelivery", testSharded)
 	t.Run("SettingsChangeRolls", testSettingsChange)
 	t.Run("OperatorRestartMidDelivery", testOperatorRestart)
 	t.Run("BurstWithRestarts", testBurst)
@@ -122,7 +123,7 @@ func testValidation(t *testing.T) {
 		{pushMessageYAML(ns, "no-bits", "x", "1", "Classified", ""), "bits is required for kind Classified"},
 		{pushMessageYAML(ns, "data-on-general", "x", "1", "General", "  data: nope"), "General and Classified carry no data"},
 		{strings.Replace(pushMessageYAML(ns, "bad-uuid", "x", "1", "General", "  uuid: xyz"), "  userId: \"1\"\n", "", 1), "should match"},
-		{pushNodeYAML(ns, "two", "  replicas: 2\n"), "not supported yet"},
+		{pushNodeYAML(ns, "many", "  replicas: 513\n"), "at most 512"},
 		{pushNodeYAML(ns, "bad-policy", "  settings:\n    heartbeatPolicy: sometimes\n"), "Unsupported value"},
 	} {
 		out, err := apply(t, "create", tc.yaml)

@@ -1,0 +1,130 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ddpush/ddpush-operator/node/phone"
+	"github.com/ddpush/ddpush-operator/node/slotmap"
+	"github.com/ddpush/ddpush-operator/node/wire"
+)
+
+// homeOf is the ordinal of the pod owning user's uuid when the slots are
+// split evenly between n pods, as the operator splits them.
+func homeOf(t *testing.T, n int, user string) int {
+	t.Helper()
+	peers := map[int]string{}
+	for i := range n {
+		peers[i] = fmt.Sprintf("p%d:1", i)
+	}
+	m, err := slotmap.EvenSplit(n, 1, peers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := wire.ParseUUID(userUUID(user))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.OwnerOf(u)
+}
+
+// phoneOn connects a phone for user to pod ordinal of the node.
+func (n *node) phoneOn(ordinal int, user string) *phone.Phone {
+	n.t.Helper()
+	u, err := wire.ParseUUID(userUUID(user))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	pod := fmt.Sprintf("pod/%s-%d", n.name, ordinal)
+	p, err := phone.Dial("udp", jsonpath(n.t, n.ns, pod, "{.status.podIP}")+":9966", u)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	n.t.Cleanup(func() { p.Close() })
+	if err := p.Heartbeat(); err != nil {
+		n.t.Fatal(err)
+	}
+	return p
+}
+
+// testSharded: a PushNode of three pods takes PushMessages for uuids on
+// every shard to Delivered, also for messages created while one pod is
+// deleted and recreated.
+func testSharded(t *testing.T) {
+	ns := namespace(t, "e2e-sharded")
+	n := createNode(t, ns, "trio", "  replicas: 3\n")
+	waitJSONPath(t, 120*time.Second, ns, "pushnode/trio", `{.status.conditions[?(@.type=="ShardsAvailable")].status}`, "True")
+	kubectl(t, "-n", ns, "get", "poddisruptionbudget/trio")
+	if got := jsonpath(t, ns, "pushnode/trio", "{.status.slotMap.epoch}"); got != "1" {
+		t.Fatalf("slot map epoch %q", got)
+	}
+
+	// Three users per shard: one before, one during and one after the
+	// pod deletion.
+	const perShard = 3
+	users := make([][]string, 3)
+	for i := 0; ; i++ {
+		u := "sh" + strconv.Itoa(i)
+		if h := homeOf(t, 3, u); len(users[h]) < perShard {
+			users[h] = append(users[h], u)
+		}
+		if len(users[0]) == perShard && len(users[1]) == perShard && len(users[2]) == perShard {
+			break
+		}
+	}
+	send := func(round int) {
+		for shard := range 3 {
+			name := fmt.Sprintf("r%d-s%d", round, shard)
+			mustApply(t, "create", pushMessageYAML(ns, name, "trio", users[shard][round], "Custom", "  data: "+name))
+		}
+	}
+	phones := make([][]*phone.Phone, 3)
+	for shard := range 3 {
+		for _, u := range users[shard] {
+			phones[shard] = append(phones[shard], n.phoneOn(shard, u))
+		}
+	}
+	send(0)
+	for shard := range 3 {
+		name := fmt.Sprintf("r0-s%d", shard)
+		expectCustom(t, phones[shard][0], name)
+		waitPhase(t, ns, name, "Delivered")
+		if pod := jsonpath(t, ns, "pm/"+name, "{.status.nodePod}"); pod != fmt.Sprintf("trio-%d", shard) {
+			t.Errorf("%s went to %s", name, pod)
+		}
+	}
+
+	uid := jsonpath(t, ns, "pod/trio-1", "{.metadata.uid}")
+	kubectl(t, "-n", ns, "delete", "pod", "trio-1", "--wait=false")
+	send(1)
+	eventually(t, 90*time.Second, "trio-1 recreated", func() error {
+		if u := jsonpath(t, ns, "pod/trio-1", "{.metadata.uid}"); u == "" || u == uid {
+			return fmt.Errorf("pod uid %q", u)
+		}
+		return nil
+	})
+	kubectl(t, "-n", ns, "wait", "--for=condition=Ready", "--timeout=90s", "pod/trio-1")
+	waitJSONPath(t, 90*time.Second, ns, "pushnode/trio", `{.status.conditions[?(@.type=="ShardsAvailable")].status}`, "True")
+	send(2)
+	// The phones of shard 1 talked to the pod that went: they reconnect to
+	// the new one, as a phone does on its next heartbeat.
+	for i, u := range users[1] {
+		phones[1][i] = n.phoneOn(1, u)
+	}
+	for round := 1; round <= 2; round++ {
+		for shard := range 3 {
+			name := fmt.Sprintf("r%d-s%d", round, shard)
+			expectCustom(t, phones[shard][round], name)
+			waitPhase(t, ns, name, "Delivered")
+		}
+	}
+	out := kubectl(t, "-n", ns, "get", "pn", "trio", "-o", "wide")
+	if !strings.Contains(out, "3/3") {
+		t.Errorf("kubectl get pn -o wide:\n%s", out)
+	}
+}
