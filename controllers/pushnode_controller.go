@@ -217,7 +217,7 @@ func (r *PushNodeReconciler) fillStatus(ctx context.Context, pn *ddpushv1.PushNo
 	if builders.Sharded(pn) {
 		// Pods get their map as soon as they answer, ready or not: a pod
 		// without one would take itself for the home of every uuid.
-		problems = append(problems, r.reconcileShards(ctx, pn, st)...)
+		problems = append(problems, r.reconcileShards(ctx, pn, st, avail.Status == metav1.ConditionTrue)...)
 	} else if avail.Status == "True" {
 		if err := r.readNodeStats(ctx, pn, st); err != nil {
 			// Ready pods that the operator cannot query still serve

@@ -67,6 +67,8 @@ type podShard struct {
 	held    uint64 // epoch of the map the pod held before this round
 	newer   bool   // the pod holds a newer epoch, or the same one with other content
 	problem string // for the Degraded condition: what a person must fix
+	// unreachable: the pod's API did not answer.
+	unreachable bool
 }
 
 // reconcileShards hands the slot map to every pod of a sharded PushNode
@@ -74,7 +76,11 @@ type podShard struct {
 // Pods restart, and a pod whose volume was replaced comes back without a
 // map, so every pod is asked every time rather than trusted to have kept
 // what it was given. It returns the problems a person has to act on.
-func (r *PushNodeReconciler) reconcileShards(ctx context.Context, pn *ddpushv1.PushNode, st *ddpushv1.PushNodeStatus) []problem {
+//
+// allReady is whether the StatefulSet counts every pod ready: a ready pod
+// whose API does not answer still serves phones, but the operator can
+// neither hand it a map nor deliver through it, which a person must see.
+func (r *PushNodeReconciler) reconcileShards(ctx context.Context, pn *ddpushv1.PushNode, st *ddpushv1.PushNodeStatus, allReady bool) []problem {
 	log := logf.FromContext(ctx)
 	epoch := uint64(firstEpoch)
 	if st.SlotMap != nil && st.SlotMap.Epoch > 0 {
@@ -142,8 +148,11 @@ func (r *PushNodeReconciler) reconcileShards(ctx context.Context, pn *ddpushv1.P
 		if !p.st.Ready {
 			down = append(down, p)
 		}
-		if p.problem != "" {
+		switch {
+		case p.problem != "":
 			problems = append(problems, problem{"ShardProblem", p.problem})
+		case p.unreachable && allReady:
+			problems = append(problems, problem{"NodeAPIUnreachable", fmt.Sprintf("cannot read the status of pod %s: %s", p.st.Name, p.st.Problem)})
 		}
 	}
 	st.Records, st.Online = records, online
@@ -208,6 +217,7 @@ func (r *PushNodeReconciler) shardOf(ctx context.Context, pn *ddpushv1.PushNode,
 	c := newShardClient(ep.URL, token)
 	ns, err := c.status(ctx)
 	if err != nil {
+		p.unreachable = true
 		return notReady(fmt.Sprintf("its API does not answer: %v", err))
 	}
 	p.st.Records, p.st.Online, p.stats = ns.Records, ns.Online, true
