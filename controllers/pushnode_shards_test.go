@@ -372,7 +372,9 @@ func TestShardedPushNodeMovesPastANewerEpoch(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("PUT epoch 5: %d", resp.StatusCode)
 	}
-	eventually(t, 30*time.Second, "every pod at epoch 6", func() error {
+	// Nothing the operator watches changes: it sees the pod's map at its
+	// next look, within StatusRefresh.
+	eventually(t, controllers.StatusRefresh+30*time.Second, "every pod at epoch 6", func() error {
 		pn := f.pn(t)
 		if pn.Status.SlotMap == nil || pn.Status.SlotMap.Epoch != 6 {
 			return fmt.Errorf("status slot map %+v", pn.Status.SlotMap)
