@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -384,4 +385,33 @@ func mustUUID(t *testing.T, s string) wire.UUID {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// TestShardedIdempotencyKeys: a key names one push at its home, whichever
+// pod the push and its retries enter at.
+func TestShardedIdempotencyKeys(t *testing.T) {
+	pods, m := startShards(t, 3)
+	ctx := context.Background()
+	u := uuidHomedOn(t, m, 1, "keys").String()
+	first, err := pods[0].API.Push(ctx, api.PushRequest{UUID: u, Kind: "custom", Data: "once", Key: "k1"})
+	if err != nil || first.Duplicate {
+		t.Fatalf("first: %+v %v", first, err)
+	}
+	for i, p := range pods {
+		again, err := p.API.Push(ctx, api.PushRequest{UUID: u, Kind: "custom", Data: "once", Key: "k1"})
+		if err != nil || !again.Duplicate || again.ID != first.ID {
+			t.Fatalf("retry at pod %d: %+v %v", i, again, err)
+		}
+	}
+	for i, p := range pods {
+		_, err := p.API.Push(ctx, api.PushRequest{UUID: u, Kind: "custom", Data: "ONCE", Key: "k1"})
+		var se *api.StatusError
+		if !errors.As(err, &se) || se.Code != http.StatusUnprocessableEntity || !strings.Contains(se.Message, "carried other") {
+			t.Fatalf("other data with the same key at pod %d: %v", i, err)
+		}
+	}
+	got, err := pods[2].API.GetPush(ctx, first.ID)
+	if err != nil || got.Fate != "queued" {
+		t.Fatalf("the first push after the refused reuses: %+v %v", got, err)
+	}
 }

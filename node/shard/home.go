@@ -72,6 +72,16 @@ func (r *Router) PushReq(from *peer.Session, q *peer.PushReq) {
 		res, err := r.opt.Core.PushLocal(context.Background(), spec)
 		a := peer.PushAns{Corr: corr}
 		var ie *core.InputError
+		if err == nil && res.Duplicate {
+			// A key names one push: the home, which holds the first,
+			// checks that this is the same push again.
+			if first, ok, gerr := r.opt.Core.GetPush(res.ID); gerr == nil && ok {
+				if why := core.KeyReuseDiffers(&first, &spec); why != "" {
+					_ = from.SendPushAns(&peer.PushAns{Corr: corr, Status: peer.PushKeyReused, ID: first.ID, Reason: clip(why)})
+					return
+				}
+			}
+		}
 		switch {
 		case err == nil:
 			a.Status, a.ID, a.Fate, a.Duplicate, a.AcceptedAt = peer.PushAccepted, res.ID, uint8(res.Fate), res.Duplicate, res.AcceptedAt.UnixNano()

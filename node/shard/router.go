@@ -320,6 +320,8 @@ func (r *Router) Push(ctx context.Context, p core.PushSpec) (core.PushResult, er
 			AcceptedAt: timeOf(ans.AcceptedAt), Duplicate: ans.Duplicate, Relayed: true, Home: home}, nil
 	case peer.PushInvalid:
 		return core.PushResult{}, &core.InputError{Msg: ans.Reason}
+	case peer.PushKeyReused:
+		return core.PushResult{}, &core.KeyReusedError{Key: p.Key, ID: ans.ID, Why: ans.Reason}
 	}
 	return core.PushResult{}, fmt.Errorf("home pod %d refused the push: %s", home, ans.Reason)
 }
