@@ -221,6 +221,13 @@ type Status struct {
 	// push with a greater id, from this incarnation, knows that the store
 	// was put back to an older copy and that the push is gone.
 	LastPushID uint64 `json:"lastPushId"`
+	// Ordinal is this pod's ordinal in its PushNode (0 for a lone node).
+	Ordinal int `json:"ordinal"`
+	// SlotMap summarises the pod's slot map; nil when it has none (it
+	// then serves every slot).
+	SlotMap *StatusSlotMap `json:"slotmap,omitempty"`
+	// Peers are this pod's links to the other pods of its PushNode.
+	Peers []StatusPeer `json:"peers,omitempty"`
 }
 
 // ExpireRequest is the body of POST /v1/expire: remove records whose last
