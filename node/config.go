@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ddpush/ddpush-operator/node/slotmap"
 	"github.com/ddpush/ddpush-operator/node/state"
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
@@ -68,6 +69,13 @@ type Config struct {
 	LogFormat string
 	// Pprof serves net/http/pprof under /debug/pprof/ (token required).
 	Pprof bool
+
+	// PeerAddr is where this pod listens for the other pods of a sharded
+	// PushNode; empty: the node is whole and takes no slot map.
+	PeerAddr string
+	// Ordinal is this pod's ordinal; -1 takes it from the pod name
+	// ($POD_NAME, else $HOSTNAME, ending in -N). Used only with PeerAddr.
+	Ordinal int
 }
 
 // DefaultConfig is what `pushnode` with no arguments runs.
@@ -78,6 +86,7 @@ func DefaultConfig() Config {
 		UDP:               true,
 		TCP:               true,
 		PushAddr:          ":9999",
+		Ordinal:           -1,
 		HTTPAddr:          ":8080",
 		MaxContentLen:     wire.DefaultMaxContentLen,
 		OnlineWindow:      60 * time.Second,
@@ -146,6 +155,8 @@ func (c *Config) FlagSet(name string, output io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve Go profiles under /debug/pprof/ on the HTTP port (bearer token required)")
+	fs.StringVar(&c.PeerAddr, "peer-addr", c.PeerAddr, "TCP address the other pods of a sharded PushNode reach this one at (unset: a whole node, no slot map)")
+	fs.IntVar(&c.Ordinal, "ordinal", c.Ordinal, "this pod's ordinal in a sharded PushNode, 0-511 (-1: from the pod name in $POD_NAME or $HOSTNAME, which ends in -N)")
 	return fs
 }
 
@@ -177,6 +188,9 @@ func ApplyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 // Validate reports every invalid setting at once.
 func (c *Config) Validate() error {
 	var errs []error
+	if c.Ordinal < -1 || c.Ordinal >= slotmap.MaxOrdinals {
+		errs = append(errs, fmt.Errorf("ordinal %d is out of range: 0-%d, or -1 to take it from the pod name", c.Ordinal, slotmap.MaxOrdinals-1))
+	}
 	if _, ok := state.ParsePolicy(c.HeartbeatPolicy); !ok {
 		errs = append(errs, fmt.Errorf("heartbeat-policy %q is not never, always or address-changed", c.HeartbeatPolicy))
 	}
@@ -311,4 +325,26 @@ func (c *Config) apiToken(log *slog.Logger) (string, error) {
 	}
 	log.Info("generated an API token", "file", path)
 	return t, nil
+}
+
+// ResolveOrdinal is the pod's ordinal: the flag, else the number ending
+// the pod name (StatefulSet pods are named <set>-<ordinal>).
+func (c *Config) ResolveOrdinal(getenv func(string) string) (int, error) {
+	if c.Ordinal >= 0 {
+		return c.Ordinal, nil
+	}
+	for _, env := range []string{"POD_NAME", "HOSTNAME"} {
+		if name := getenv(env); name != "" {
+			if o, ok := slotmap.OrdinalFromPodName(name); ok {
+				return o, nil
+			}
+			return 0, fmt.Errorf("--ordinal not given and $%s (%q) does not end in -N: give --ordinal", env, name)
+		}
+	}
+	if name, err := os.Hostname(); err == nil {
+		if o, ok := slotmap.OrdinalFromPodName(name); ok {
+			return o, nil
+		}
+	}
+	return 0, errors.New("--ordinal not given and the pod name does not end in -N: give --ordinal")
 }

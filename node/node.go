@@ -6,6 +6,8 @@ package node
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"sync"
 	"time"
 
@@ -23,8 +26,11 @@ import (
 	"github.com/ddpush/ddpush-operator/node/console"
 	"github.com/ddpush/ddpush-operator/node/core"
 	"github.com/ddpush/ddpush-operator/node/httpapi"
+	"github.com/ddpush/ddpush-operator/node/peer"
 	"github.com/ddpush/ddpush-operator/node/pushlistener"
 	"github.com/ddpush/ddpush-operator/node/ratelimit"
+	"github.com/ddpush/ddpush-operator/node/shard"
+	"github.com/ddpush/ddpush-operator/node/slotmap"
 	"github.com/ddpush/ddpush-operator/node/state"
 	"github.com/ddpush/ddpush-operator/node/stats"
 	"github.com/ddpush/ddpush-operator/node/tcpaccept"
@@ -46,6 +52,7 @@ type Node struct {
 	http  *http.Server
 	httpL *tcpaccept.Listener
 	api   *httpapi.API
+	shard *shard.Router // nil for a whole node
 	// handlers counts HTTP handlers running: after a forced close of
 	// their connections, Stop still waits (briefly) for them.
 	handlers inflight
@@ -83,8 +90,16 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 			return nil, err
 		}
 	}
+	ordinal, idBase := 0, uint64(0)
+	if cfg.PeerAddr != "" {
+		if ordinal, err = cfg.ResolveOrdinal(os.Getenv); err != nil {
+			return nil, err
+		}
+		idBase = slotmap.IDBase(ordinal)
+	}
 	st := stats.New()
 	c, err := core.Open(cfg.DataDir, core.Options{
+		IDBase: idBase,
 		Table: clients.Config{
 			MaxRecords:        cfg.MaxRecords,
 			CreateByHeartbeat: cfg.CreateByHeartbeat,
@@ -136,13 +151,22 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	if n.tcp != nil {
 		tcpClients = n.tcp.Conns
 	}
+	if cfg.PeerAddr != "" {
+		if err := n.startShard(cfg, token, ordinal); err != nil {
+			return fail(err)
+		}
+	}
 	extra := map[string]http.Handler{"GET /console/": console.Handler(), "GET /console": console.Redirect()}
 	maps.Copy(extra, Extra)
 	n.api = httpapi.New(c, httpapi.Options{
 		Token: token, CompatTicket: ticket, Version: Version, Registry: reg, Logger: log,
 		Extra: extra, TCPClients: tcpClients, Policy: policy, ExpiryAge: cfg.ExpiryAge, Pprof: cfg.Pprof,
-		ReadTimeout: cfg.HTTPReadTimeout, WriteTimeout: cfg.HTTPWriteTimeout,
+		ReadTimeout: cfg.HTTPReadTimeout, WriteTimeout: cfg.HTTPWriteTimeout, Shards: n.shard,
 	})
+	if n.shard != nil {
+		n.shard.SetLookups(n.api.Lookups())
+		reg.MustRegister(peer.NewCollector(n.shard.Stats, n.shard.Server().Refused))
+	}
 	if err := n.listenHTTP(cfg, st); err != nil {
 		return fail(err)
 	}
@@ -296,6 +320,12 @@ func (n *Node) Stop(ctx context.Context) error {
 			stop(func() error { return n.push.Shutdown(ctx) })
 		}
 		stopping.Wait()
+		// Peers after the listeners, whose last pushes may be relayed, and
+		// before UDP, which sends what homes relay back to phones here.
+		if n.shard != nil {
+			n.core.SetRelay(nil)
+			_ = n.shard.Close()
+		}
 		// UDP last: heartbeats are still applied, and pushes answered
 		// during the drain still reach UDP clients.
 		if n.udp != nil {
@@ -323,3 +353,33 @@ func (n *Node) Stop(ctx context.Context) error {
 	})
 	return n.stopErr
 }
+
+// startShard makes the node one pod of a sharded PushNode: it listens for
+// the other pods and takes up the slot map it stored before a restart.
+func (n *Node) startShard(cfg Config, token string, ordinal int) error {
+	var inc [8]byte
+	_, _ = rand.Read(inc[:])
+	r, err := shard.New(shard.Options{
+		Ordinal: ordinal, Token: token, PeerAddr: cfg.PeerAddr, Core: n.core, Logger: n.log,
+		Incarnation: binary.BigEndian.Uint64(inc[:]),
+	})
+	if err != nil {
+		return err
+	}
+	n.shard = r
+	stored, err := n.core.Store().SlotMap()
+	if err != nil {
+		return fmt.Errorf("read the stored slot map: %w", err)
+	}
+	if err := r.LoadStored(stored); err != nil {
+		return err
+	}
+	if n.udp != nil {
+		r.SetUDPSender(n.udp)
+	}
+	n.core.SetRelay(r)
+	return nil
+}
+
+// Shard is the node's place in a sharded PushNode; nil for a whole node.
+func (n *Node) Shard() *shard.Router { return n.shard }

@@ -74,19 +74,22 @@ func runHome(ctx context.Context, fs *flag.FlagSet, c *common, args []string, ou
 	}
 	o, err := cl.SlotOwner(ctx, hex, c.user)
 	var none *api.NoSlotMapError
-	if errors.As(err, &none) {
-		if *asJSON {
-			return printJSON(out, map[string]any{"uuid": u.String(), "slot": slotmap.Slot(u), "sharded": false, "self": none.Self})
-		}
-		fmt.Fprintf(out, "uuid   %s%s\nslot   %d\nhome   the node asked%s: it has no slot map and serves every slot\n",
-			u, fromUser(c.user), slotmap.Slot(u), ordinalNote(none.Self))
-		return nil
-	}
-	if err != nil {
+	switch {
+	case errors.As(err, &none):
+		// A node from before slot maps has no such endpoint: it is whole.
+		o = api.SlotOwner{UUID: u.String(), Slot: int(slotmap.Slot(u)), Ordinal: none.Self, Self: none.Self}
+	case err != nil:
 		return err
 	}
 	if *asJSON {
 		return printJSON(out, o)
+	}
+	// Epochs start at 1: a node without a map answers epoch 0, itself as
+	// the home, and no peer.
+	if o.Epoch == 0 {
+		fmt.Fprintf(out, "uuid   %s%s\nslot   %d\nhome   the node asked%s: it has no slot map and serves every slot\n",
+			o.UUID, fromUser(c.user), o.Slot, ordinalNote(o.Self))
+		return nil
 	}
 	home := fmt.Sprintf("ordinal %d", o.Ordinal)
 	if o.Ordinal == o.Self {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ddpush/ddpush-operator/node"
 	"github.com/ddpush/ddpush-operator/node/httpapi"
 	"github.com/ddpush/ddpush-operator/node/nodetest"
 	"github.com/ddpush/ddpush-operator/node/slotmap"
@@ -61,20 +62,13 @@ func TestPushctlSlotMapOfALoneNode(t *testing.T) {
 // Three pods share the uuid space: any pod names the same home for a uuid,
 // and the map prints as a table of ordinals, slots, shares and links.
 func TestPushctlSlotMapOfAShardedNode(t *testing.T) {
-	n := nodetest.Start(t, nil)
+	pods, m := nodetest.StartShards(t, 3, 7, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	m := nodetest.EvenMap(t, 3, 7)
-	var pods []string
-	for self := range 3 {
-		up := map[int]bool{0: true, 1: true, 2: true}
-		if self == 0 {
-			up[2] = false // pod 0 has lost its link to pod 2
-		}
-		f := nodetest.StartSlotMapFront(t, n, self, m, up)
-		pods = append(pods, f.URL)
+	flags := func(pod int) []string {
+		return []string{"--http", "http://" + pods[pod].HTTPAddr().String(), "--token", nodetest.Token}
 	}
-	flags := func(pod int) []string { return []string{"--http", pods[pod], "--token", nodetest.Token} }
+	peer := func(o int) string { p, _ := m.Peer(o); return p }
 
 	user, u := userOwnedBy(t, m, 2)
 	for pod := range 3 {
@@ -90,7 +84,7 @@ func TestPushctlSlotMapOfAShardedNode(t *testing.T) {
 				"uuid   " + u.String(),
 				fmt.Sprintf("slot   %d\n", slotmap.Slot(u)),
 				"home   ordinal 2",
-				"peer   pushnode-2.pushnode-peers:9977",
+				"peer   " + peer(2),
 				fmt.Sprintf("asked  ordinal %d, slot map epoch 7", pod),
 			} {
 				if !strings.Contains(got, want) {
@@ -117,46 +111,91 @@ func TestPushctlSlotMapOfAShardedNode(t *testing.T) {
 		t.Errorf("home --json: %+v", o)
 	}
 
+	row := func(ord string, slots int, share, ranges, addr, link string) string {
+		return fmt.Sprintf(`%s\s+%d\s+%s\s+%s\s+%s\s+%s`, ord, slots, regexp.QuoteMeta(share), ranges, regexp.QuoteMeta(addr), link)
+	}
+	check := func(got string, rows ...string) {
+		t.Helper()
+		for _, r := range rows {
+			if !regexp.MustCompile(`(?m)^` + r + `\s*$`).MatchString(got) {
+				t.Errorf("slotmap lacks a row matching %q:\n%s", r, got)
+			}
+		}
+	}
 	got := runOut(t, ctx, append([]string{"slotmap"}, flags(0)...)...)
-	t.Logf("pushctl slotmap:\n%s", got)
 	if !strings.HasPrefix(got, "slot map epoch 7, as ordinal 0 has it") {
 		t.Errorf("slotmap header: %q", got)
 	}
-	for _, row := range []string{
-		`0 \*\s+342\s+33\.4%\s+0-341\s+pushnode-0\.pushnode-peers:9977\s+self`,
-		`1\s+341\s+33\.3%\s+342-682\s+pushnode-1\.pushnode-peers:9977\s+up`,
-		`2\s+341\s+33\.3%\s+683-1023\s+pushnode-2\.pushnode-peers:9977\s+down`,
-	} {
-		if !regexp.MustCompile(`(?m)^` + row + `\s*$`).MatchString(got) {
-			t.Errorf("slotmap lacks a row matching %q:\n%s", row, got)
-		}
-	}
+	check(got,
+		row(`0 \*`, 342, "33.4%", "0-341", peer(0), "self"),
+		row("1", 341, "33.3%", "342-682", peer(1), "up"),
+		row("2", 341, "33.3%", "683-1023", peer(2), "up"))
 	if got := runOut(t, ctx, append([]string{"slotmap", "--json"}, flags(1)...)...); !strings.Contains(got, `"self": 1`) || !strings.Contains(got, `"epoch": 7`) {
 		t.Errorf("slotmap --json: %s", got)
 	}
+
+	// Pod 2 goes away: pod 0 shows its link to it down.
+	pods[2].Stop(t)
+	nodetest.Eventually(t, 15*time.Second, func() error {
+		st, err := pods[0].API.Status(ctx)
+		if err != nil {
+			return err
+		}
+		for _, p := range st.Peers {
+			if p.Ordinal == 2 && !p.Up {
+				return nil
+			}
+		}
+		return fmt.Errorf("pod 0 still has its link to pod 2 up: %+v", st.Peers)
+	})
+	got = runOut(t, ctx, append([]string{"slotmap"}, flags(0)...)...)
+	t.Logf("pushctl slotmap with pod 2 gone:\n%s", got)
+	check(got, row("2", 341, "33.3%", "683-1023", peer(2), "down"))
 }
 
 // Ranges that are not contiguous print as a list, and an ordinal with a
 // peer and no slots (a pod being added or drained) shows with none.
 func TestPushctlSlotMapWithScatteredRanges(t *testing.T) {
-	n := nodetest.Start(t, nil)
+	pods, even := nodetest.StartShards(t, 3, 1, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	m, err := slotmap.New(3, []slotmap.Range{{From: 0, To: 99, Ordinal: 1}, {From: 100, To: 511, Ordinal: 0}, {From: 512, To: 1023, Ordinal: 1}},
-		map[int]string{0: "10.0.0.1:9977", 1: "10.0.0.2:9977", 2: "10.0.0.3:9977"})
+	m, err := slotmap.New(2, []slotmap.Range{{From: 0, To: 99, Ordinal: 1}, {From: 100, To: 511, Ordinal: 0}, {From: 512, To: 1023, Ordinal: 1}}, even.Peers())
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := nodetest.StartSlotMapFront(t, n, 2, m, map[int]bool{0: true, 1: true})
-	got := runOut(t, ctx, "slotmap", "--http", f.URL, "--token", nodetest.Token)
+	nodetest.PutSlotMap(t, m, pods...)
+	got := runOut(t, ctx, "slotmap", "--http", "http://"+pods[2].HTTPAddr().String(), "--token", nodetest.Token)
+	peer := func(o int) string { p, _ := m.Peer(o); return regexp.QuoteMeta(p) }
 	for _, row := range []string{
-		`0\s+412\s+40\.2%\s+100-511\s+10\.0\.0\.1:9977\s+up`,
-		`1\s+612\s+59\.8%\s+0-99,512-1023\s+10\.0\.0\.2:9977\s+up`,
-		`2 \*\s+0\s+0\.0%\s+-\s+10\.0\.0\.3:9977\s+self`,
+		`0\s+412\s+40\.2%\s+100-511\s+` + peer(0) + `\s+up`,
+		`1\s+612\s+59\.8%\s+0-99,512-1023\s+` + peer(1) + `\s+up`,
+		`2 \*\s+0\s+0\.0%\s+-\s+` + peer(2) + `\s+self`,
 	} {
 		if !regexp.MustCompile(`(?m)^` + row + `\s*$`).MatchString(got) {
 			t.Errorf("slotmap lacks a row matching %q:\n%s", row, got)
 		}
+	}
+	// An older map is refused by the node, and the table still shows epoch 2.
+	if _, err := pods[2].API.PutSlotMap(ctx, even); err == nil || !strings.Contains(err.Error(), "409") {
+		t.Errorf("PUT of an older map: %v, want a 409", err)
+	}
+	if got := runOut(t, ctx, "slotmap", "--http", "http://"+pods[2].HTTPAddr().String(), "--token", nodetest.Token); !strings.HasPrefix(got, "slot map epoch 2, as ordinal 2") {
+		t.Errorf("after the refused map: %q", got)
+	}
+}
+
+// A pod started as one of several that has not been given a map yet
+// serves every slot, and says which ordinal it is.
+func TestPushctlSlotMapOfAPodWithoutAMap(t *testing.T) {
+	n := nodetest.Start(t, func(c *node.Config) { c.PeerAddr = "127.0.0.1:0"; c.Ordinal = 4 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	common := []string{"--http", "http://" + n.HTTPAddr().String(), "--token", nodetest.Token}
+	if got := runOut(t, ctx, append([]string{"slotmap"}, common...)...); got != "not sharded: the node asked (ordinal 4) has no slot map and serves every slot\n" {
+		t.Errorf("slotmap printed %q", got)
+	}
+	if got := runOut(t, ctx, append([]string{"home", "--user", "10001"}, common...)...); !strings.Contains(got, "home   the node asked (ordinal 4): it has no slot map") {
+		t.Errorf("home printed %q", got)
 	}
 }
 
@@ -188,13 +227,10 @@ func TestPushctlHomeRefusesBadInput(t *testing.T) {
 // A wrong token is the node's refusal, not "no slot map".
 func TestPushctlSlotMapWrongToken(t *testing.T) {
 	n := nodetest.Start(t, nil)
-	f := nodetest.StartSlotMapFront(t, n, 0, slotmap.Map{}, nil)
-	for _, base := range []string{"http://" + n.HTTPAddr().String(), f.URL} {
-		for _, args := range [][]string{{"slotmap"}, {"home", "--user", "1"}} {
-			err := run(context.Background(), append(args, "--http", base, "--token", "wrong"), &bytes.Buffer{})
-			if err == nil || !strings.Contains(err.Error(), "401") {
-				t.Errorf("%v against %s with a wrong token: %v, want the node's 401", args, base, err)
-			}
+	for _, args := range [][]string{{"slotmap"}, {"home", "--user", "1"}} {
+		err := run(context.Background(), append(args, "--http", "http://"+n.HTTPAddr().String(), "--token", "wrong"), &bytes.Buffer{})
+		if err == nil || !strings.Contains(err.Error(), "401") {
+			t.Errorf("%v with a wrong token: %v, want the node's 401", args, err)
 		}
 	}
 }

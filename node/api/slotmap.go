@@ -8,13 +8,6 @@ import (
 	"net/url"
 )
 
-// Paths of the slot map: which pod of a sharded PushNode is the home of a
-// uuid.
-const (
-	PathSlotMap      = "/v1/slotmap"       // GET, PUT
-	PathSlotMapOwner = "/v1/slotmap/owner" // GET ?uuid=HEX or ?userId=STR
-)
-
 // SlotRange gives the slots From..To (inclusive) to an ordinal.
 type SlotRange struct {
 	From    int `json:"from"`
@@ -30,31 +23,6 @@ type SlotMap struct {
 	Ranges []SlotRange       `json:"ranges"`
 	Peers  map[string]string `json:"peers"`
 	Self   int               `json:"self"`
-}
-
-// SlotOwner answers GET /v1/slotmap/owner: the home of a uuid.
-type SlotOwner struct {
-	UUID    string `json:"uuid"`
-	Slot    int    `json:"slot"`
-	Ordinal int    `json:"ordinal"`
-	Peer    string `json:"peer"`
-	Self    int    `json:"self"`
-	Epoch   uint64 `json:"epoch"`
-}
-
-// StatusSlotMap summarises the slot map in GET /v1/status.
-type StatusSlotMap struct {
-	Epoch uint64 `json:"epoch"`
-	// Slots is how many slots this pod owns, Ranges which ("0-341").
-	Slots  int    `json:"slots"`
-	Ranges string `json:"ranges"`
-}
-
-// StatusPeer is one peer link of this pod in GET /v1/status.
-type StatusPeer struct {
-	Ordinal int    `json:"ordinal"`
-	Addr    string `json:"addr"`
-	Up      bool   `json:"up"`
 }
 
 // NoSlotMapError is the 404 of a node that has no slot map: it serves
@@ -106,6 +74,15 @@ func (c *Client) SlotOwner(ctx context.Context, uuid, userID string) (SlotOwner,
 		q.Set("userId", userID)
 	}
 	var out SlotOwner
-	_, err := c.do(ctx, http.MethodGet, PathSlotMapOwner+"?"+q.Encode(), nil, nil, &out)
+	_, err := c.do(ctx, http.MethodGet, PathSlotOwner+"?"+q.Encode(), nil, nil, &out)
 	return out, noMap(err)
+}
+
+// PutSlotMap hands the node a slot map (a slotmap.Map or its JSON form)
+// and returns the map the node then holds. A node refuses a map older
+// than its own (409) and an invalid one (400).
+func (c *Client) PutSlotMap(ctx context.Context, m any) (SlotMap, error) {
+	var out SlotMap
+	_, err := c.do(ctx, http.MethodPut, PathSlotMap, nil, m, &out)
+	return out, err
 }

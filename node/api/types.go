@@ -19,6 +19,8 @@ const (
 	PathStatus     = "/v1/status"      // GET
 	PathExpire     = "/v1/expire"      // POST
 	PathEvents     = "/v1/events"      // GET: long poll, or SSE with Accept: text/event-stream
+	PathSlotMap    = "/v1/slotmap"     // GET, PUT: the pod's slot map
+	PathSlotOwner  = "/v1/slotmap/owner"
 	PathHealthz    = "/healthz"
 	PathReadyz     = "/readyz"
 	PathMetrics    = "/metrics"
@@ -221,13 +223,39 @@ type Status struct {
 	// push with a greater id, from this incarnation, knows that the store
 	// was put back to an older copy and that the push is gone.
 	LastPushID uint64 `json:"lastPushId"`
-	// Ordinal is this pod's ordinal in its PushNode (0 for a lone node).
+	// Ordinal is this pod's ordinal in its PushNode (0 for a node that is
+	// not sharded).
 	Ordinal int `json:"ordinal"`
-	// SlotMap summarises the pod's slot map; nil when it has none (it
-	// then serves every slot).
-	SlotMap *StatusSlotMap `json:"slotmap,omitempty"`
-	// Peers are this pod's links to the other pods of its PushNode.
-	Peers []StatusPeer `json:"peers,omitempty"`
+	// SlotMap summarises the slot map; absent when the node has none and
+	// serves every slot.
+	SlotMap *SlotMapStatus `json:"slotmap,omitempty"`
+	// Peers are the links this pod dialed to the other pods.
+	Peers []PeerStatus `json:"peers,omitempty"`
+}
+
+// SlotMapStatus is what /v1/status says of the slot map.
+type SlotMapStatus struct {
+	Epoch  uint64 `json:"epoch"`
+	Slots  int    `json:"slots"`  // slots homed on this pod
+	Ranges string `json:"ranges"` // e.g. "0-341", "-" for none
+}
+
+// PeerStatus is one peer link of /v1/status.
+type PeerStatus struct {
+	Ordinal   int    `json:"ordinal"`
+	Addr      string `json:"addr"`
+	Up        bool   `json:"up"`
+	LastError string `json:"lastError,omitempty"`
+}
+
+// SlotOwner answers GET /v1/slotmap/owner.
+type SlotOwner struct {
+	UUID    string `json:"uuid"`
+	Slot    int    `json:"slot"`
+	Ordinal int    `json:"ordinal"`
+	Peer    string `json:"peer,omitempty"`
+	Self    int    `json:"self"`
+	Epoch   uint64 `json:"epoch"`
 }
 
 // ExpireRequest is the body of POST /v1/expire: remove records whose last

@@ -89,6 +89,7 @@ func (st *Stage) Push(now int64, u wire.UUID, id uint64, kind state.Kind, bits u
 		d.Msg = rep.Append(out, 0)
 		if udp {
 			d.UDP, _ = sr.rec.Addr()
+			d.Front = sr.rec.Front
 			d.SendUDP = true
 		}
 		if tcp {

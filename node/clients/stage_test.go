@@ -29,7 +29,7 @@ type hbResult struct {
 func heartbeatAsync(tbl *ClientTable, now int64, u wire.UUID) <-chan hbResult {
 	ch := make(chan hbResult, 1)
 	go func() {
-		out, res := tbl.Heartbeat(now, u, state.UDP, addr, nil, 1, nil)
+		out, res := tbl.Heartbeat(now, u, state.UDP, addr, nil, 0, 1, nil)
 		ch <- hbResult{out, res}
 	}()
 	return ch
@@ -126,7 +126,7 @@ func TestHeldRecordDropsAMessageThatWaitsTooLong(t *testing.T) {
 	push(tbl, 1, u, 1, state.General, 0, nil)
 	st := tbl.Begin()
 	st.Push(2, u, 2, state.General, 0, nil, nil)
-	if out, res := tbl.Heartbeat(3, u, state.UDP, addr, nil, 1, nil); res != HeartbeatBusy || len(out) != 0 {
+	if out, res := tbl.Heartbeat(3, u, state.UDP, addr, nil, 0, 1, nil); res != HeartbeatBusy || len(out) != 0 {
 		t.Fatalf("heartbeat of a held record: %v % x", res, out)
 	}
 	if changed, ok := tbl.Ack(3, u, wire.CmdGeneral, 0, nil); ok || changed {
@@ -146,7 +146,7 @@ func TestConnectionDetachedDuringACommitStaysDetached(t *testing.T) {
 	tbl, _ := newTable(Config{CreateByHeartbeat: true})
 	u := uuid(4)
 	conn := new(int)
-	tbl.Heartbeat(1, u, state.TCP, netip.AddrPort{}, conn, 1, nil)
+	tbl.Heartbeat(1, u, state.TCP, netip.AddrPort{}, conn, 0, 1, nil)
 	st := tbl.Begin()
 	_, d := st.Push(2, u, 1, state.General, 0, nil, nil)
 	if d.Conn != conn {

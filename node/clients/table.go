@@ -215,7 +215,10 @@ const (
 
 // Heartbeat applies a heartbeat and appends the answer (server messages
 // with appID) to out. It allocates nothing for a known uuid.
-func (t *ClientTable) Heartbeat(now int64, u wire.UUID, tr state.Transport, from netip.AddrPort, conn any, appID byte, out []byte) ([]byte, HeartbeatResult) {
+//
+// front is 1 + the ordinal of the pod that relayed a UDP heartbeat, 0
+// when it came to this pod's own socket (see state.Record.Front).
+func (t *ClientTable) Heartbeat(now int64, u wire.UUID, tr state.Transport, from netip.AddrPort, conn any, front uint16, appID byte, out []byte) ([]byte, HeartbeatResult) {
 	s, r, ok := t.lockFree(&u)
 	if !ok {
 		return out, HeartbeatBusy
@@ -236,6 +239,9 @@ func (t *ClientTable) Heartbeat(now int64, u wire.UUID, tr state.Transport, from
 	was := r.Flags&state.FlagDirty != 0
 	var rep state.Reply
 	rep, s.evs = r.Heartbeat(now, tr, from, conn, t.cfg.Policy, s.evs)
+	if tr == state.UDP {
+		r.Front = front
+	}
 	s.trackDirty(r, was)
 	t.emit(s)
 	return rep.Append(out, appID), res
@@ -268,6 +274,9 @@ func (t *ClientTable) Ack(now int64, u wire.UUID, cmd byte, mask uint64, conn an
 type Delivery struct {
 	Msg  []byte         // encoded server messages, appId 0
 	UDP  netip.AddrPort // valid when SendUDP
+	// Front is the record's Front: 1 + the ordinal of the pod whose
+	// socket UDP messages leave from, 0 for this pod's.
+	Front uint16
 	Conn any            // the TCP connection when non-nil
 	// SendUDP is true when the client heartbeated over UDP within the
 	// online window.

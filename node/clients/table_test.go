@@ -32,14 +32,14 @@ var addr = netip.MustParseAddrPort("127.0.0.1:40000")
 func TestHeartbeatOfKnownClientAllocatesNothing(t *testing.T) {
 	tbl, _ := newTable(Config{CreateByHeartbeat: true, Policy: state.PolicyAlways})
 	for i := range 1000 {
-		tbl.Heartbeat(1, uuid(i), state.UDP, addr, nil, 1, nil)
+		tbl.Heartbeat(1, uuid(i), state.UDP, addr, nil, 0, 1, nil)
 	}
 	out := make([]byte, 0, 64)
 	u := uuid(500)
 	now := int64(2)
 	allocs := testing.AllocsPerRun(1000, func() {
 		now++
-		out, _ = tbl.Heartbeat(now, u, state.UDP, addr, nil, 1, out[:0])
+		out, _ = tbl.Heartbeat(now, u, state.UDP, addr, nil, 0, 1, out[:0])
 	})
 	if allocs != 0 {
 		t.Fatalf("heartbeat allocates %.1f times per packet", allocs)
@@ -52,7 +52,7 @@ func TestHeartbeatOfKnownClientAllocatesNothing(t *testing.T) {
 func TestLookupAllocatesNothing(t *testing.T) {
 	tbl, _ := newTable(Config{CreateByHeartbeat: true})
 	for i := range 1000 {
-		tbl.Heartbeat(1, uuid(i), state.UDP, addr, nil, 1, nil)
+		tbl.Heartbeat(1, uuid(i), state.UDP, addr, nil, 0, 1, nil)
 	}
 	u := uuid(77)
 	s := tbl.shard(&u)
@@ -71,8 +71,8 @@ func TestLookupAllocatesNothing(t *testing.T) {
 
 func TestChangesAreCollectedOnceAndRedone(t *testing.T) {
 	tbl, sink := newTable(Config{CreateByHeartbeat: true})
-	tbl.Heartbeat(1, uuid(1), state.UDP, addr, nil, 1, nil)
-	tbl.Heartbeat(2, uuid(2), state.UDP, addr, nil, 1, nil)
+	tbl.Heartbeat(1, uuid(1), state.UDP, addr, nil, 0, 1, nil)
+	tbl.Heartbeat(2, uuid(2), state.UDP, addr, nil, 0, 1, nil)
 	var c Changes
 	tbl.CollectChanges(&c)
 	if len(c.Keys) != 2 || len(c.Values) != 2 {
@@ -90,7 +90,7 @@ func TestChangesAreCollectedOnceAndRedone(t *testing.T) {
 		t.Fatalf("clean records collected again: %v", c.Keys)
 	}
 	// A failed write is retried.
-	tbl.Heartbeat(3, uuid(1), state.UDP, addr, nil, 1, nil)
+	tbl.Heartbeat(3, uuid(1), state.UDP, addr, nil, 0, 1, nil)
 	tbl.CollectChanges(&c)
 	tbl.Redo(&c)
 	c.Reset()
@@ -116,9 +116,9 @@ func push(tbl *ClientTable, now int64, u wire.UUID, id uint64, kind state.Kind, 
 func TestExpireRemovesAndReportsGone(t *testing.T) {
 	tbl, _ := newTable(Config{CreateByHeartbeat: true})
 	push(tbl, 10, uuid(1), 1, state.General, 0, nil)
-	tbl.Heartbeat(100, uuid(2), state.UDP, addr, nil, 1, nil)
+	tbl.Heartbeat(100, uuid(2), state.UDP, addr, nil, 0, 1, nil)
 	conn := new(int)
-	tbl.Heartbeat(10, uuid(3), state.TCP, netip.AddrPort{}, conn, 1, nil)
+	tbl.Heartbeat(10, uuid(3), state.TCP, netip.AddrPort{}, conn, 0, 1, nil)
 	var c Changes
 	tbl.CollectChanges(&c)
 	st := tbl.Begin()
@@ -145,7 +145,7 @@ func TestExpireRemovesAndReportsGone(t *testing.T) {
 		t.Fatal("expired record still there after release")
 	}
 	// The slot is reused and the new record starts clean.
-	tbl.Heartbeat(300, uuid(4), state.UDP, addr, nil, 1, nil)
+	tbl.Heartbeat(300, uuid(4), state.UDP, addr, nil, 0, 1, nil)
 	if s, ok := tbl.Get(300, uuid(4)); !ok || s.Record.HasPending() {
 		t.Fatalf("reused slot: %+v %v", s, ok)
 	}
@@ -154,8 +154,8 @@ func TestExpireRemovesAndReportsGone(t *testing.T) {
 func TestDetachOnlyTheCurrentConnection(t *testing.T) {
 	tbl, _ := newTable(Config{CreateByHeartbeat: true})
 	a, b := new(int), new(int)
-	tbl.Heartbeat(1, uuid(1), state.TCP, netip.AddrPort{}, a, 1, nil)
-	tbl.Heartbeat(2, uuid(1), state.TCP, netip.AddrPort{}, b, 1, nil)
+	tbl.Heartbeat(1, uuid(1), state.TCP, netip.AddrPort{}, a, 0, 1, nil)
+	tbl.Heartbeat(2, uuid(1), state.TCP, netip.AddrPort{}, b, 0, 1, nil)
 	tbl.DetachConn(uuid(1), a) // the old connection closing must not unplug the new one
 	if s, _ := tbl.Get(3, uuid(1)); !s.TCP {
 		t.Fatal("new connection detached by the old one")
@@ -170,14 +170,14 @@ func BenchmarkHeartbeat(b *testing.B) {
 	tbl, _ := newTable(Config{CreateByHeartbeat: true, Policy: state.PolicyAlways})
 	const n = 1 << 16
 	for i := range n {
-		tbl.Heartbeat(1, uuid(i), state.UDP, addr, nil, 1, nil)
+		tbl.Heartbeat(1, uuid(i), state.UDP, addr, nil, 0, 1, nil)
 	}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		out := make([]byte, 0, 64)
 		i := 0
 		for pb.Next() {
-			out, _ = tbl.Heartbeat(int64(i), uuid(i&(n-1)), state.UDP, addr, nil, 1, out[:0])
+			out, _ = tbl.Heartbeat(int64(i), uuid(i&(n-1)), state.UDP, addr, nil, 0, 1, out[:0])
 			i++
 		}
 	})
@@ -187,7 +187,7 @@ func BenchmarkLookup(b *testing.B) {
 	tbl, _ := newTable(Config{CreateByHeartbeat: true})
 	const n = 1 << 16
 	for i := range n {
-		tbl.Heartbeat(1, uuid(i), state.UDP, addr, nil, 1, nil)
+		tbl.Heartbeat(1, uuid(i), state.UDP, addr, nil, 0, 1, nil)
 	}
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {

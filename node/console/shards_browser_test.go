@@ -8,38 +8,41 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/ddpush/ddpush-operator/node"
 	"github.com/ddpush/ddpush-operator/node/nodetest"
 	"github.com/ddpush/ddpush-operator/node/slotmap"
 )
 
-// The Shards view: a lone node says it serves every slot; a pod of a
-// sharded PushNode shows its ordinal, the map's epoch, each pod's slots
-// and share, and its peer links, and follows a new map and the loss of
-// its map without a reload.
+// The Shards view: a lone node, and a pod not yet given a map, say they
+// serve every slot; a pod of a sharded PushNode shows its ordinal, the
+// map's epoch, each pod's slots and share, and its peer links, and follows
+// a new map and a lost link without a reload.
 func TestConsoleShards(t *testing.T) {
-	n := nodetest.Start(t, nil)
-	// The pod with ordinal 1 of three, whose link to pod 2 is down.
-	front := nodetest.StartSlotMapFront(t, n, 1, nodetest.EvenMap(t, 3, 7), map[int]bool{0: true, 2: false})
+	lone := nodetest.Start(t, nil)
+	waiting := nodetest.Start(t, func(c *node.Config) { c.PeerAddr = "127.0.0.1:0"; c.Ordinal = 4 })
+	pods, m := nodetest.StartShards(t, 3, 7, nil)
 	b := newBrowser(t)
+	url := func(n *nodetest.Node) string { return "http://" + n.HTTPAddr().String() }
+	peer := func(o int) string { p, _ := m.Peer(o); return p }
 
-	signIn := func(base string) {
+	signIn := func(n *nodetest.Node) {
 		t.Helper()
-		b.do("sign in at "+base, 30*time.Second,
-			chromedp.Navigate(base+"/console/"),
+		b.do("sign in at "+url(n), 30*time.Second,
+			chromedp.Navigate(url(n)+"/console/"),
 			chromedp.WaitVisible(chromedp.ID("token")),
 			chromedp.SendKeys(chromedp.ID("token"), nodetest.Token+"\r"))
 		b.waitJS("signed in", visible("dashboard-view"), 15*time.Second)
 	}
 
 	// A lone node.
-	signIn("http://" + n.HTTPAddr().String())
+	signIn(lone)
 	b.do("open the node's settings", 10*time.Second, chromedp.Click(chromedp.CSS(`#dashboard-view details > summary`)))
 	if got := b.text("#node-facts"); !strings.Contains(got, "none: this node serves every slot") {
 		t.Errorf("node settings of a lone node: %q", got)
 	}
 	b.do("open Shards", 10*time.Second, chromedp.Click(chromedp.CSS(`#nav a[data-view="shards"]`)))
 	b.waitJS("not sharded", visible("shards-none"), 15*time.Second)
-	if got := b.text("#shards-none"); !strings.Contains(got, "Not sharded: this node serves every slot") {
+	if got := b.text("#shards-none"); !strings.Contains(got, "Not sharded: this node serves every slot") || !strings.Contains(got, "ordinal 0") {
 		t.Errorf("a lone node's Shards view says %q", got)
 	}
 	if b.text("#shards-error") != "" {
@@ -47,27 +50,43 @@ func TestConsoleShards(t *testing.T) {
 	}
 	b.shot("shards-01-lone-node")
 
-	// A pod of three.
-	signIn(front.URL)
-	b.do("open Shards by its address", 20*time.Second, chromedp.Navigate(front.URL+"/console/#shards"))
+	// A pod of a sharded PushNode that has no map yet.
+	signIn(waiting)
+	b.do("open Shards by its address", 20*time.Second, chromedp.Navigate(url(waiting)+"/console/#shards"))
+	b.waitJS("not sharded", visible("shards-none"), 15*time.Second)
+	if got := b.text("#shards-none-detail"); !strings.Contains(got, "ordinal 4") {
+		t.Errorf("a pod without a map does not name its ordinal: %q", got)
+	}
+
+	// Pod 1 of three.
+	signIn(pods[1])
+	b.do("open Shards by its address", 20*time.Second, chromedp.Navigate(url(pods[1])+"/console/#shards"))
 	b.waitJS("the slot map", visible("shards-map")+` && document.querySelectorAll('#sh-table tbody tr').length === 3`, 15*time.Second)
-	for sel, want := range map[string]string{
-		"#sh-self": "1", "#sh-epoch": "7", "#sh-slots": "341", "#sh-share": "33.3%",
-		"#sh-links": "1 / 2 up", "#sh-links-note": "down to ordinal 2",
-	} {
-		if got := b.text(sel); got != want {
-			t.Errorf("%s shows %q, want %q", sel, got, want)
+	cards := func(want map[string]string) {
+		t.Helper()
+		for sel, w := range want {
+			if got := b.text(sel); got != w {
+				t.Errorf("%s shows %q, want %q", sel, got, w)
+			}
 		}
 	}
-	var rows [][]string
-	b.eval(`[...document.querySelectorAll('#sh-table tbody tr')].map(r => [...r.cells].map(c => c.textContent))`, &rows)
-	want := [][]string{
-		{"0", "342", "33.4%", "0–341", "pushnode-0.pushnode-peers:9977", "up"},
-		{"1", "341", "33.3%", "342–682", "pushnode-1.pushnode-peers:9977", "this pod"},
-		{"2", "341", "33.3%", "683–1023", "pushnode-2.pushnode-peers:9977", "down"},
+	cards(map[string]string{
+		"#sh-self": "1", "#sh-epoch": "7", "#sh-slots": "341", "#sh-share": "33.3%",
+		"#sh-links": "2 / 2 up", "#sh-links-note": "every link is up",
+	})
+	rows := func() string {
+		var r [][]string
+		b.eval(`[...document.querySelectorAll('#sh-table tbody tr')].map(r => [...r.cells].slice(0, 5).map(c => c.textContent)
+			.concat([r.querySelector('.badge').textContent]))`, &r)
+		return fmt.Sprintf("%q", r)
 	}
-	if fmt.Sprint(rows) != fmt.Sprint(want) {
-		t.Errorf("table rows\n%q\nwant\n%q", rows, want)
+	want := fmt.Sprintf("%q", [][]string{
+		{"0", "342", "33.4%", "0–341", peer(0), "up"},
+		{"1", "341", "33.3%", "342–682", peer(1), "this pod"},
+		{"2", "341", "33.3%", "683–1023", peer(2), "up"},
+	})
+	if got := rows(); got != want {
+		t.Errorf("table rows\n%s\nwant\n%s", got, want)
 	}
 	var strip []string
 	b.eval(`[...document.querySelectorAll('#sh-strip rect')].map(r => r.getAttribute('class') + ' ' + r.getAttribute('x') + '+' + r.getAttribute('width'))`, &strip)
@@ -78,28 +97,37 @@ func TestConsoleShards(t *testing.T) {
 	b.noProblems()
 	b.shot("shards-02-pod-of-three")
 
-	// The operator moves to two pods: a new epoch shows at the next status.
-	m2, err := slotmap.EvenSplit(2, 8, map[int]string{0: "pushnode-0.pushnode-peers:9977", 1: "pushnode-1.pushnode-peers:9977"})
+	// The operator hands out a map of a new epoch that takes every slot
+	// from pod 2: the view follows at the next status.
+	m2, err := slotmap.New(8, []slotmap.Range{{From: 0, To: 511, Ordinal: 0}, {From: 512, To: 1023, Ordinal: 1}}, m.Peers())
 	if err != nil {
 		t.Fatal(err)
 	}
-	front.Set(m2, map[int]bool{0: true})
-	b.waitJS("the new epoch", `document.getElementById('sh-epoch').textContent === '8' && document.querySelectorAll('#sh-table tbody tr').length === 2`, 20*time.Second)
-	if got, share, links := b.text("#sh-slots"), b.text("#sh-share"), b.text("#sh-links"); got != "512" || share != "50.0%" || links != "1 / 1 up" {
-		t.Errorf("after the new map: %s slots, %s share, links %s; want 512, 50.0%%, 1 / 1 up", got, share, links)
+	nodetest.PutSlotMap(t, m2, pods...)
+	b.waitJS("the new epoch", `document.getElementById('sh-epoch').textContent === '8'`, 20*time.Second)
+	cards(map[string]string{"#sh-slots": "512", "#sh-share": "50.0%"})
+	want = fmt.Sprintf("%q", [][]string{
+		{"0", "512", "50.0%", "0–511", peer(0), "up"},
+		{"1", "512", "50.0%", "512–1023", peer(1), "this pod"},
+		{"2", "0", "0.0%", "none", peer(2), "up"},
+	})
+	if got := rows(); got != want {
+		t.Errorf("table rows after the new map\n%s\nwant\n%s", got, want)
 	}
+
+	// Pod 2 goes away: its link shows down, with why.
+	pods[2].Stop(t)
+	b.waitJS("the link to pod 2 down", `document.querySelector('#sh-table tr[data-ordinal="2"] .badge[data-link="down"]')`, 30*time.Second)
+	cards(map[string]string{"#sh-links": "1 / 2 up", "#sh-links-note": "down to ordinal 2"})
+	b.shot("shards-03-link-down")
 
 	// A phone-sized screen.
 	b.do("phone-sized viewport", 10*time.Second,
 		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
 	b.fitsWidth("phone shards view")
-	b.screen("shards-03-phone")
-
-	// The map taken away: the pod serves every slot again.
-	front.Set(slotmap.Map{}, nil)
-	b.waitJS("not sharded any more", visible("shards-none")+` && !(`+visible("shards-map")+`)`, 20*time.Second)
-	if got := b.text("#shards-none-detail"); !strings.Contains(got, "ordinal 1") {
-		t.Errorf("the unsharded pod does not name its ordinal: %q", got)
-	}
+	b.screen("shards-04-phone")
+	b.do("scroll to the table", 10*time.Second, chromedp.ScrollIntoView(chromedp.ID("sh-table")))
+	b.fitsWidth("phone shards table")
+	b.screen("shards-05-phone-table")
 	b.noProblems()
 }

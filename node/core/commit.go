@@ -52,6 +52,7 @@ type delivery struct {
 	off, end int // its message in committer.msgs
 	udp      netip.AddrPort
 	sendUDP  bool
+	front    uint16 // see state.Record.Front
 	conn     any
 }
 
@@ -308,7 +309,7 @@ func (c *Core) stagePush(w *committer, stage *clients.Stage, now time.Time, o *o
 	fate, d := stage.Push(now.UnixNano(), p.UUID, id, p.Kind, p.Bits, p.Payload, w.msgs)
 	if d.Msg != nil {
 		w.msgs = d.Msg
-		w.sends = append(w.sends, delivery{off: off, end: len(w.msgs), udp: d.UDP, sendUDP: d.SendUDP, conn: d.Conn})
+		w.sends = append(w.sends, delivery{off: off, end: len(w.msgs), udp: d.UDP, sendUDP: d.SendUDP, front: d.Front, conn: d.Conn})
 	}
 	sp := store.Push{ID: id, UUID: p.UUID, Kind: p.Kind, Fate: state.Queued, Bits: p.Bits, Key: p.Key, AcceptedAt: now.UnixNano()}
 	switch p.Kind {

@@ -45,6 +45,10 @@ type Options struct {
 	// PushRetention is how long a finished push stays readable by id
 	// and idempotency key.
 	PushRetention time.Duration
+	// IDBase is the lowest push id this node may hand out after the ones
+	// its store already used: pods of one PushNode hand out ids from
+	// disjoint ranges (slotmap.IDBase), so an id names its home.
+	IDBase uint64
 	Logger        *slog.Logger
 	Stats         *stats.Stats
 }
@@ -70,6 +74,7 @@ type Core struct {
 
 	nextID  atomic.Uint64 // last push id handed out; the committer's alone
 	udp     atomic.Pointer[udpHolder]
+	relay   atomic.Pointer[relayHolder]
 	started time.Time
 
 	commitMu sync.Mutex
@@ -146,7 +151,7 @@ func Open(dir string, opt Options) (*Core, error) {
 	ev.nextSeq = counters.NextEventSeq
 	ev.durable.Store(counters.NextEventSeq - 1)
 	c.table, c.ev = tbl, ev
-	c.nextID.Store(counters.NextPushID - 1)
+	c.nextID.Store(max(counters.NextPushID-1, opt.IDBase))
 	// Loading grew the table's slabs and maps by doubling; give what the
 	// growth left behind back to the system now rather than leaving the
 	// resident set at twice the table for good.
@@ -206,10 +211,26 @@ func (c *Core) SetUDPSender(s UDPSender) { c.udp.Store(&udpHolder{s}) }
 // to out. For UDP, from is the source; for TCP, conn is the connection.
 // This is the per-packet path: it allocates nothing for a known client.
 func (c *Core) HandleClient(now int64, m *wire.ClientMessage, tr state.Transport, from netip.AddrPort, conn any, out []byte) []byte {
+	if r := c.relay.Load(); r != nil && !r.r.Local(&m.UUID) {
+		r.r.Phone(now, m, tr, from, conn)
+		return out
+	}
+	return c.handleLocal(now, m, tr, from, conn, 0, out)
+}
+
+// HandleRelayed applies a client message that the pod with ordinal front
+// received for a uuid homed here, and appends the answer to out for that
+// pod to send. For TCP, conn stands for the phone's connection at the
+// front (a core.ConnSender).
+func (c *Core) HandleRelayed(now int64, m *wire.ClientMessage, tr state.Transport, from netip.AddrPort, conn any, front int, out []byte) []byte {
+	return c.handleLocal(now, m, tr, from, conn, uint16(front+1), out)
+}
+
+func (c *Core) handleLocal(now int64, m *wire.ClientMessage, tr state.Transport, from netip.AddrPort, conn any, front uint16, out []byte) []byte {
 	switch m.Cmd {
 	case wire.CmdHeartbeat:
 		var res clients.HeartbeatResult
-		out, res = c.table.Heartbeat(now, m.UUID, tr, from, conn, m.AppID, out)
+		out, res = c.table.Heartbeat(now, m.UUID, tr, from, conn, front, m.AppID, out)
 		switch res {
 		case clients.HeartbeatUnknown:
 			c.st.Drop(stats.DropUnknownUUID)
@@ -229,7 +250,16 @@ func (c *Core) HandleClient(now int64, m *wire.ClientMessage, tr state.Transport
 }
 
 // DetachConn forgets a closed TCP connection.
-func (c *Core) DetachConn(u wire.UUID, conn any) { c.table.DetachConn(u, conn) }
+func (c *Core) DetachConn(u wire.UUID, conn any) {
+	if r := c.relay.Load(); r != nil && !r.r.Local(&u) {
+		r.r.DetachPhone(u, conn)
+		return
+	}
+	c.table.DetachConn(u, conn)
+}
+
+// DetachRelayed forgets a TCP connection of another pod that closed.
+func (c *Core) DetachRelayed(u wire.UUID, conn any) { c.table.DetachConn(u, conn) }
 
 // GetPush reads a push by id.
 func (c *Core) GetPush(id uint64) (store.Push, bool, error) { return c.store.GetPush(id) }

@@ -30,6 +30,10 @@ type PushResult struct {
 	Fate       state.Fate // the fate it was committed with; the current fate for a duplicate
 	AcceptedAt time.Time
 	Duplicate  bool
+	// Relayed: another pod, the uuid's home, accepted it: Home is its
+	// ordinal, and ID is one of its ids.
+	Relayed bool
+	Home    int
 }
 
 // InputError is a push the node refuses as malformed.
@@ -81,6 +85,18 @@ type inflight struct {
 // it replaced nothing, and its key is free. Pushes from concurrent
 // callers share one commit.
 func (c *Core) Push(ctx context.Context, p PushSpec) (PushResult, error) {
+	if err := c.Validate(&p); err != nil {
+		return PushResult{}, err
+	}
+	if r := c.relay.Load(); r != nil && !r.r.Local(&p.UUID) {
+		return r.r.Push(ctx, p)
+	}
+	return c.PushLocal(ctx, p)
+}
+
+// PushLocal accepts a push for a uuid homed here (see Push); a pod's peer
+// server calls it for pushes relayed by other pods.
+func (c *Core) PushLocal(ctx context.Context, p PushSpec) (PushResult, error) {
 	if err := c.Validate(&p); err != nil {
 		return PushResult{}, err
 	}
@@ -159,7 +175,13 @@ func (c *Core) push(p PushSpec) (PushResult, error) {
 
 // deliver sends a committed push to its online client.
 func (c *Core) deliver(msg []byte, d *delivery) {
-	if d.sendUDP {
+	if d.sendUDP && d.front != 0 {
+		if r := c.relay.Load(); r != nil {
+			r.r.ToPhoneUDP(int(d.front-1), d.udp, msg)
+		} else {
+			c.st.Drop(stats.DropUDPSendError)
+		}
+	} else if d.sendUDP {
 		if h := c.udp.Load(); h != nil {
 			if err := h.s.SendUDP(msg, d.udp); err != nil {
 				c.st.Drop(stats.DropUDPSendError)

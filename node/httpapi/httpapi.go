@@ -27,6 +27,7 @@ import (
 
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/core"
+	"github.com/ddpush/ddpush-operator/node/shard"
 	"github.com/ddpush/ddpush-operator/node/lograte"
 	"github.com/ddpush/ddpush-operator/node/state"
 )
@@ -52,6 +53,9 @@ type Options struct {
 	// ReadTimeout bounds the arrival of a request's body and WriteTimeout
 	// the sending of its answer (see deadlines.go); 0 leaves them unset.
 	ReadTimeout, WriteTimeout time.Duration
+	// Shards is this pod's place in a sharded PushNode; nil for a node
+	// started without a peer address.
+	Shards *shard.Router
 }
 
 // MaxBodyBytes bounds request bodies.
@@ -86,6 +90,9 @@ func New(c *core.Core, opt Options) *API {
 	m.HandleFunc("GET "+api.PathClients+"{uuid}", a.auth(params(a.getClient, "userId")))
 	m.HandleFunc("GET "+api.PathClients, a.auth(params(a.getClient, "userId")))
 	m.HandleFunc("GET "+api.PathStatus, a.auth(params(a.status)))
+	m.HandleFunc("GET "+api.PathSlotMap, a.auth(params(a.getSlotMap)))
+	m.HandleFunc("PUT "+api.PathSlotMap, a.auth(params(a.putSlotMap)))
+	m.HandleFunc("GET "+api.PathSlotOwner, a.auth(params(a.getSlotOwner, "uuid", "userId")))
 	m.HandleFunc("POST "+api.PathExpire, a.auth(params(a.expire)))
 	m.HandleFunc("GET "+api.PathEvents, a.auth(params(a.events, "after", "from", "limit", "wait")))
 	m.HandleFunc("/v1/", a.auth(func(w http.ResponseWriter, r *http.Request) {

@@ -42,6 +42,9 @@ func (a *API) getPush(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("push id must be a positive integer, got %q", r.PathValue("id")))
 		return
 	}
+	if a.relayLookup(w, r, a.homeOfID(id)) {
+		return
+	}
 	p, ok, err := a.core.GetPush(id)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
@@ -58,6 +61,9 @@ func (a *API) getClient(w http.ResponseWriter, r *http.Request) {
 	u, err := target(r.PathValue("uuid"), r.URL.Query().Get("userId"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if a.relayLookup(w, r, a.homeOf(u)) {
 		return
 	}
 	snap, ok := a.core.Lookup(u)
@@ -134,6 +140,15 @@ func (a *API) Status() api.Status {
 		Ready:          a.Ready(),
 		Incarnation:    c.Incarnation(),
 		LastPushID:     c.LastPushID(),
+	}
+	if sh := a.opt.Shards; sh != nil {
+		s.Ordinal = sh.Ordinal()
+		if m := sh.Map(); !m.IsZero() {
+			s.SlotMap = &api.SlotMapStatus{Epoch: m.Epoch(), Slots: m.SlotCount(sh.Ordinal()), Ranges: m.Ranges(sh.Ordinal())}
+		}
+		for _, l := range sh.Links() {
+			s.Peers = append(s.Peers, api.PeerStatus{Ordinal: l.PeerOrdinal(), Addr: l.Addr(), Up: l.Up(), LastError: l.LastError()})
+		}
 	}
 	if err := c.StoreErr(); err != nil {
 		s.StoreError = err.Error()

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/core"
+	"github.com/ddpush/ddpush-operator/node/shard"
 	"github.com/ddpush/ddpush-operator/node/state"
 	"github.com/ddpush/ddpush-operator/node/stats"
 	"github.com/ddpush/ddpush-operator/node/store"
@@ -127,15 +129,25 @@ func (a *API) push(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		a.logs.Log(slog.LevelError, "push failed", "push failed", "uuid", u.String(), "err", err)
 		st.Push(stats.FromHTTP, spec.Kind, stats.PushRejected)
+		var ue *shard.UnreachableError
+		if errors.As(err, &ue) {
+			a.logs.Log(slog.LevelWarn, "push not relayed", "push to another pod not answered", "uuid", u.String(), "home", ue.Home, "err", err)
+			code := http.StatusServiceUnavailable
+			if ue.Unknown {
+				code = http.StatusGatewayTimeout
+			}
+			writeError(w, code, err.Error())
+			return
+		}
+		a.logs.Log(slog.LevelError, "push failed", "push failed", "uuid", u.String(), "err", err)
 		writeError(w, http.StatusServiceUnavailable, "the push could not be made durable: "+err.Error())
 		return
 	}
 	code := http.StatusCreated
 	if res.Duplicate {
 		code = http.StatusOK
-		if p, ok, err := a.core.GetPush(res.ID); err == nil && ok {
+		if p, ok, err := a.core.GetPush(res.ID); err == nil && ok && !res.Relayed {
 			out := a.pushJSON(&p)
 			if why := differsFrom(&p, &spec); why != "" {
 				// A key names one push: answering the first for a
@@ -157,6 +169,11 @@ func (a *API) push(w http.ResponseWriter, r *http.Request) {
 	}
 	out := api.Push{ID: res.ID, UUID: res.UUID.String(), Kind: res.Kind.String(), Fate: res.Fate.String(),
 		AcceptedAt: res.AcceptedAt.UTC(), Key: spec.Key, Duplicate: res.Duplicate, Incarnation: a.core.Incarnation()}
+	if res.Relayed {
+		// Another pod's store holds it: this one's id would be wrong.
+		out.Incarnation = ""
+		w.Header().Set("X-Home-Pod", strconv.Itoa(res.Home))
+	}
 	switch spec.Kind {
 	case state.Custom:
 		out.Size = len(spec.Payload)

@@ -170,6 +170,9 @@ func Dial(opt LinkOptions) (*Link, error) {
 	return l, nil
 }
 
+// Addr is the peer's address the link dials.
+func (l *Link) Addr() string { return l.opt.Addr }
+
 // Up reports whether the link is up: the handshake is done and the
 // stream has not failed since.
 func (l *Link) Up() bool { return l.up.Load() }

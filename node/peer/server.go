@@ -438,6 +438,10 @@ func (s *Server) SendToPhone(ordinal int, p *ToPhone) error {
 	return sess.SendToPhone(p)
 }
 
+// CountDrop counts a frame for the pod with ordinal that was dropped
+// before it reached a link (the front found no link to route it on).
+func (s *Server) CountDrop(ordinal int, d Drop) { s.dropFor(ordinal, d) }
+
 // dropFor counts a drop against an ordinal that has no session; ordinals
 // no pod can have are not given counters.
 func (s *Server) dropFor(ordinal int, d Drop) {

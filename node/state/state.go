@@ -177,7 +177,14 @@ type Record struct {
 	ip       [16]byte
 	port     uint16
 	Flags    uint8
-	Ext      *Ext
+	// Front is 1 + the ordinal of the pod whose socket the last UDP
+	// heartbeat came through when that pod is not this one (0: this
+	// pod). Instant pushes go out from that pod's socket, since the phone
+	// only takes packets from the address it talks to. It fits in the
+	// padding before Ext and is not stored: a restarted home learns it
+	// again from the next heartbeat.
+	Front uint16
+	Ext   *Ext
 }
 
 // Ext is the part of a record that only clients with pushes or a live TCP

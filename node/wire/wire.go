@@ -126,6 +126,9 @@ type ClientMessage struct {
 	Cmd   byte
 	UUID  UUID
 	Body  []byte
+	// Raw is the whole message as it came (aliases the buffer too): a
+	// pod that is not the uuid's home relays it as is.
+	Raw []byte
 }
 
 // Mask returns the 64-bit mask of a 0x11 ack, and 0 for any other command.
@@ -177,6 +180,7 @@ func DecodeClient(b []byte, m *ClientMessage) error {
 	m.Cmd = b[2]
 	copy(m.UUID[:], b[3:19])
 	m.Body = b[ClientHeaderLen:]
+	m.Raw = b
 	return nil
 }
 

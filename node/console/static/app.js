@@ -405,7 +405,7 @@
       ['Store incarnation', st.incarnation || '—'],
       ['Ordinal', typeof st.ordinal === 'number' ? String(st.ordinal) : '—'],
       ['Slot map', st.slotmap
-        ? 'epoch ' + st.slotmap.epoch + ': slots ' + (st.slotmap.ranges || 'none') + ' (' + fmtNum(st.slotmap.slots) + ')'
+        ? 'epoch ' + st.slotmap.epoch + ': slots ' + (st.slotmap.slots ? st.slotmap.ranges + ' (' + fmtNum(st.slotmap.slots) + ')' : 'none')
         : 'none: this node serves every slot'],
       ['Packets in', kv(st.packetsIn)],
       ['Packets out', kv(st.packetsOut)],
@@ -1128,14 +1128,19 @@
       const link = links.get(o);
       let b;
       if (o === self) b = el('span', { class: 'badge', 'data-link': 'self', text: 'this pod' });
-      else if (link) b = el('span', { class: 'badge', 'data-link': link.up ? 'up' : 'down', text: link.up ? 'up' : 'down' });
+      else if (link) {
+        b = el('span', {}, el('span', { class: 'badge', 'data-link': link.up ? 'up' : 'down', text: link.up ? 'up' : 'down' }));
+        // Why a link is down, as the pod last saw it.
+        if (!link.up && link.lastError) b.append(el('span', { class: 'muted small link-error', text: ' ' + link.lastError }));
+      }
       else b = el('span', { class: 'badge', 'data-link': 'unknown', text: 'not reported' });
       const addr = peers[String(o)] || (link && link.addr) || '—';
       return el('tr', { 'data-ordinal': o, class: o === self ? 'self' : null },
         el('td', { 'data-label': 'Ordinal', class: 'mono', text: String(o) }),
         el('td', { 'data-label': 'Slots', text: fmtNum(p.slots) }),
         el('td', { 'data-label': 'Share', text: pct(p.slots) }),
-        el('td', { 'data-label': 'Ranges', class: 'mono', text: p.ranges.map((r) => r.from === r.to ? String(r.from) : r.from + '–' + r.to).join(', ') || 'none' }),
+        el('td', { 'data-label': 'Ranges', class: 'mono ranges' }, ...(p.ranges.length ? p.ranges.flatMap((r, i) =>
+          [i ? ', ' : null, el('span', { text: r.from === r.to ? String(r.from) : r.from + '–' + r.to })]) : ['none'])),
         el('td', { 'data-label': 'Peer address', class: 'mono', text: addr }),
         el('td', { 'data-label': 'Link' }, b));
     });

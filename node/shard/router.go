@@ -1,0 +1,337 @@
+package shard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/ddpush/ddpush-operator/node/core"
+	"github.com/ddpush/ddpush-operator/node/peer"
+	"github.com/ddpush/ddpush-operator/node/slotmap"
+	"github.com/ddpush/ddpush-operator/node/state"
+	"github.com/ddpush/ddpush-operator/node/stats"
+	"github.com/ddpush/ddpush-operator/node/wire"
+)
+
+// Options configure a Router.
+type Options struct {
+	Ordinal     int
+	Token       string // the PushNode's API token, also the peer links'
+	PeerAddr    string // where the peer server listens, e.g. ":9977"
+	Incarnation uint64 // changes with every start of this process
+	Core        *core.Core
+	Logger      *slog.Logger
+}
+
+// Router is this pod's place in a sharded PushNode.
+type Router struct {
+	opt Options
+	log *slog.Logger
+	srv *peer.Server
+
+	m atomic.Pointer[slotmap.Map] // nil: no map, every uuid is local
+
+	installMu sync.Mutex // one Install at a time
+	mu        sync.Mutex // guards links' membership and closed
+	links  atomic.Pointer[[]*peer.Link]
+	closed bool
+
+	udp atomic.Pointer[udpSender]
+
+	// TCP connections here of phones homed elsewhere, by the id the
+	// home knows them by, and back.
+	connMu  sync.Mutex
+	connIDs map[any]uint64
+	conns   map[uint64]core.ConnSender
+	nextID  uint64
+
+	lookups atomic.Pointer[http.Handler]
+
+	bufs sync.Pool
+
+}
+
+type udpSender struct{ s core.UDPSender }
+
+// New starts the peer server. The router routes nothing until SetMap.
+func New(opt Options) (*Router, error) {
+	if opt.Logger == nil {
+		opt.Logger = slog.Default()
+	}
+	if opt.Ordinal < 0 || opt.Ordinal >= slotmap.MaxOrdinals {
+		return nil, fmt.Errorf("ordinal %d: ordinals are 0-%d", opt.Ordinal, slotmap.MaxOrdinals-1)
+	}
+	r := &Router{
+		opt:     opt,
+		log:     opt.Logger.With("ordinal", opt.Ordinal),
+		connIDs: map[any]uint64{},
+		conns:   map[uint64]core.ConnSender{},
+	}
+	r.bufs.New = func() any { b := make([]byte, 0, 256); return &b }
+	empty := []*peer.Link{}
+	r.links.Store(&empty)
+	srv, err := peer.Listen(peer.ServerOptions{
+		Addr: opt.PeerAddr, Token: opt.Token, Handler: r, Logger: opt.Logger,
+		Self: peer.Hello{Ordinal: uint16(opt.Ordinal), Incarnation: opt.Incarnation},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen for peers on %s: %w", opt.PeerAddr, err)
+	}
+	r.srv = srv
+	return r, nil
+}
+
+// Ordinal is this pod's ordinal.
+func (r *Router) Ordinal() int { return r.opt.Ordinal }
+
+// PeerAddr is where the peer server listens.
+func (r *Router) PeerAddr() string { return r.srv.Addr().String() }
+
+// Server is the peer server (for stats).
+func (r *Router) Server() *peer.Server { return r.srv }
+
+// SetUDPSender sets the socket phones talk to over UDP at this pod.
+func (r *Router) SetUDPSender(s core.UDPSender) { r.udp.Store(&udpSender{s}) }
+
+// Map is the current slot map; the zero Map when there is none.
+func (r *Router) Map() slotmap.Map {
+	if m := r.m.Load(); m != nil {
+		return *m
+	}
+	return slotmap.Map{}
+}
+
+// SetMap makes m the slot map: uuids are routed by it from now on, and a
+// link is dialed to every other pod it names (links to pods it no longer
+// names are closed). The caller checks epochs and stores the map.
+func (r *Router) SetMap(m slotmap.Map) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return errors.New("shard router closed")
+	}
+	old := *r.links.Load()
+	next := make([]*peer.Link, slotmap.MaxOrdinals)
+	var dial []int
+	for _, o := range m.Ordinals() {
+		if o == r.opt.Ordinal {
+			continue
+		}
+		addr, _ := m.Peer(o)
+		if o < len(old) && old[o] != nil && old[o].Addr() == addr {
+			next[o] = old[o]
+			continue
+		}
+		dial = append(dial, o)
+	}
+	for _, o := range dial {
+		addr, _ := m.Peer(o)
+		l, err := peer.Dial(peer.LinkOptions{
+			Addr: addr, Token: r.opt.Token, PeerOrdinal: o, Handler: r, Logger: r.opt.Logger,
+			Self: peer.Hello{Ordinal: uint16(r.opt.Ordinal), Epoch: m.Epoch(), Incarnation: r.opt.Incarnation},
+		})
+		if err != nil {
+			for _, o := range dial {
+				if next[o] != nil {
+					_ = next[o].Close()
+				}
+			}
+			return fmt.Errorf("link to pod %d at %s: %w", o, addr, err)
+		}
+		next[o] = l
+	}
+	mm := m
+	r.m.Store(&mm)
+	r.links.Store(&next)
+	for o, l := range old {
+		if l != nil && (o >= len(next) || next[o] != l) {
+			_ = l.Close()
+		}
+	}
+	r.log.Info("slot map in force", "epoch", m.Epoch(), "slots", m.SlotCount(r.opt.Ordinal), "ranges", m.Ranges(r.opt.Ordinal), "pods", len(m.Ordinals()))
+	return nil
+}
+
+// Close closes every link and the peer server.
+func (r *Router) Close() error {
+	r.mu.Lock()
+	r.closed = true
+	links := *r.links.Load()
+	empty := []*peer.Link{}
+	r.links.Store(&empty)
+	r.mu.Unlock()
+	for _, l := range links {
+		if l != nil {
+			_ = l.Close()
+		}
+	}
+	return r.srv.Close()
+}
+
+// Links returns the links this pod dialed, in ordinal order.
+func (r *Router) Links() []*peer.Link {
+	var out []*peer.Link
+	for _, l := range *r.links.Load() {
+		if l != nil {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// Home is the ordinal of u's home, and whether that is this pod.
+func (r *Router) Home(u wire.UUID) (ordinal int, local bool) {
+	m := r.m.Load()
+	if m == nil {
+		return r.opt.Ordinal, true
+	}
+	o := m.OwnerOf(u)
+	return o, o == r.opt.Ordinal
+}
+
+func (r *Router) link(o int) *peer.Link {
+	ls := *r.links.Load()
+	if o < 0 || o >= len(ls) {
+		return nil
+	}
+	return ls[o]
+}
+
+// Local implements core.Relay.
+func (r *Router) Local(u *wire.UUID) bool {
+	m := r.m.Load()
+	return m == nil || m.OwnerOf(*u) == r.opt.Ordinal
+}
+
+// Phone implements core.Relay: the packet goes to the home as it came.
+// A packet that cannot be queued is dropped (the link counts it): the
+// phone sends it again with its next heartbeat.
+func (r *Router) Phone(now int64, m *wire.ClientMessage, tr state.Transport, from netip.AddrPort, conn any) {
+	home, _ := r.Home(m.UUID)
+	l := r.link(home)
+	if l == nil {
+		r.srv.CountDrop(home, peer.DropLinkDown)
+		return
+	}
+	p := peer.PhonePacket{Arrival: now, Raw: m.Raw}
+	if tr == state.TCP {
+		p.Route = peer.Route{Transport: peer.TCP, ConnID: r.connID(conn)}
+	} else {
+		p.Route = peer.Route{Transport: peer.UDP, Addr: from}
+	}
+	_ = l.SendPhonePacket(&p)
+}
+
+// connID is the id the home knows a TCP connection here by.
+func (r *Router) connID(conn any) uint64 {
+	r.connMu.Lock()
+	defer r.connMu.Unlock()
+	if id, ok := r.connIDs[conn]; ok {
+		return id
+	}
+	r.nextID++
+	id := r.nextID
+	r.connIDs[conn] = id
+	if cs, ok := conn.(core.ConnSender); ok {
+		r.conns[id] = cs
+	}
+	return id
+}
+
+// DetachPhone implements core.Relay.
+func (r *Router) DetachPhone(u wire.UUID, conn any) {
+	r.connMu.Lock()
+	id, ok := r.connIDs[conn]
+	if ok {
+		delete(r.connIDs, conn)
+		delete(r.conns, id)
+	}
+	r.connMu.Unlock()
+	if !ok {
+		return // never relayed: the home never saw it
+	}
+	home, _ := r.Home(u)
+	if l := r.link(home); l != nil {
+		_ = l.SendDetach(&peer.Detach{ConnID: id, UUIDs: []wire.UUID{u}})
+	}
+}
+
+// ToPhone implements peer.FrontHandler: a home's message for a phone
+// attached here.
+func (r *Router) ToPhone(_ *peer.Link, p *peer.ToPhone) {
+	if p.Transport == peer.UDP {
+		if s := r.udp.Load(); s != nil {
+			_ = s.s.SendUDP(p.Bytes, p.Addr)
+		}
+		return
+	}
+	r.connMu.Lock()
+	cs := r.conns[p.ConnID]
+	r.connMu.Unlock()
+	if cs == nil {
+		r.opt.Core.Stats().Drop(stats.DropRelayConnGone)
+		return
+	}
+	cs.Send(p.Bytes)
+}
+
+// ToPhoneUDP implements core.Relay.
+func (r *Router) ToPhoneUDP(front int, to netip.AddrPort, msg []byte) {
+	_ = r.srv.SendToPhone(front, &peer.ToPhone{Route: peer.Route{Transport: peer.UDP, Addr: to}, Bytes: msg})
+}
+
+// UnreachableError is a push whose home did not answer.
+type UnreachableError struct {
+	Home int
+	// Unknown: the push reached the link and no answer came, so it may
+	// have been committed at the home.
+	Unknown bool
+	Err     error
+}
+
+func (e *UnreachableError) Error() string {
+	if e.Unknown {
+		return fmt.Sprintf("home pod %d did not answer, so whether the push was accepted is unknown (retry with the same idempotency key): %v", e.Home, e.Err)
+	}
+	return fmt.Sprintf("home pod %d is unreachable, the push was not accepted: %v", e.Home, e.Err)
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// Push implements core.Relay.
+func (r *Router) Push(ctx context.Context, p core.PushSpec) (core.PushResult, error) {
+	home, _ := r.Home(p.UUID)
+	l := r.link(home)
+	if l == nil {
+		return core.PushResult{}, &UnreachableError{Home: home, Err: peer.ErrLinkDown}
+	}
+	ans, err := l.Push(ctx, peer.PushReq{UUID: p.UUID, Kind: uint8(p.Kind), Bits: p.Bits, Key: p.Key, Payload: p.Payload})
+	if err != nil {
+		return core.PushResult{}, &UnreachableError{Home: home, Unknown: errors.Is(err, peer.ErrOutcomeUnknown), Err: err}
+	}
+	switch ans.Status {
+	case peer.PushAccepted:
+		return core.PushResult{ID: ans.ID, UUID: p.UUID, Kind: p.Kind, Fate: state.Fate(ans.Fate),
+			AcceptedAt: timeOf(ans.AcceptedAt), Duplicate: ans.Duplicate, Relayed: true, Home: home}, nil
+	case peer.PushInvalid:
+		return core.PushResult{}, &core.InputError{Msg: ans.Reason}
+	}
+	return core.PushResult{}, fmt.Errorf("home pod %d refused the push: %s", home, ans.Reason)
+}
+
+// SetLookups sets what answers the lookups other pods relay here.
+func (r *Router) SetLookups(h http.Handler) { r.lookups.Store(&h) }
+
+// Stats are the counters of every link, dialed and accepted.
+func (r *Router) Stats() []peer.LinkStats {
+	var out []peer.LinkStats
+	for _, l := range r.Links() {
+		out = append(out, l.Stats())
+	}
+	return append(out, r.srv.Stats()...)
+}
