@@ -200,7 +200,8 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	n.api.SetReady(true)
 	log.Info("push node ready", "version", Version, "client", n.ClientAddr().String(), "udp", cfg.UDP, "tcp", cfg.TCP,
-		"push", n.PushAddr().String(), "http", n.HTTPAddr().String(), "records", c.Records(), "heartbeat_policy", policy.String())
+		"push", n.PushAddr().String(), "http", n.HTTPAddr().String(), "records", c.Records(), "heartbeat_policy", policy.String(),
+		"peer", n.peerAddr(), "ordinal", ordinal)
 	return n, nil
 }
 
@@ -383,3 +384,10 @@ func (n *Node) startShard(cfg Config, token string, ordinal int) error {
 
 // Shard is the node's place in a sharded PushNode; nil for a whole node.
 func (n *Node) Shard() *shard.Router { return n.shard }
+
+func (n *Node) peerAddr() string {
+	if n.shard == nil {
+		return ""
+	}
+	return n.shard.PeerAddr()
+}

@@ -272,12 +272,12 @@ func (t *ClientTable) Ack(now int64, u wire.UUID, cmd byte, mask uint64, conn an
 
 // Delivery is what an accepted push sends at once to an online client.
 type Delivery struct {
-	Msg  []byte         // encoded server messages, appId 0
-	UDP  netip.AddrPort // valid when SendUDP
+	Msg []byte         // encoded server messages, appId 0
+	UDP netip.AddrPort // valid when SendUDP
 	// Front is the record's Front: 1 + the ordinal of the pod whose
 	// socket UDP messages leave from, 0 for this pod's.
 	Front uint16
-	Conn any            // the TCP connection when non-nil
+	Conn  any // the TCP connection when non-nil
 	// SendUDP is true when the client heartbeated over UDP within the
 	// online window.
 	SendUDP bool

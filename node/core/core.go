@@ -49,8 +49,8 @@ type Options struct {
 	// its store already used: pods of one PushNode hand out ids from
 	// disjoint ranges (slotmap.IDBase), so an id names its home.
 	IDBase uint64
-	Logger        *slog.Logger
-	Stats         *stats.Stats
+	Logger *slog.Logger
+	Stats  *stats.Stats
 }
 
 // UDPSender sends one datagram from the client port.

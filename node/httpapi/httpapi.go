@@ -27,8 +27,8 @@ import (
 
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/core"
-	"github.com/ddpush/ddpush-operator/node/shard"
 	"github.com/ddpush/ddpush-operator/node/lograte"
+	"github.com/ddpush/ddpush-operator/node/shard"
 	"github.com/ddpush/ddpush-operator/node/state"
 )
 

@@ -76,6 +76,7 @@ type Process struct {
 	Client string // client address
 	Push   string
 	HTTP   string
+	Peer   string // the peer link address, with --peer-addr
 	API    *api.Client
 	exited chan error
 	logs   *strings.Builder
@@ -130,6 +131,7 @@ func StartProcess(t testing.TB, dataDir string, extra ...string) *Process {
 		p.Client, _ = m["client"].(string)
 		p.Push, _ = m["push"].(string)
 		p.HTTP, _ = m["http"].(string)
+		p.Peer, _ = m["peer"].(string)
 	case err := <-p.exited:
 		t.Fatalf("pushnode exited before ready: %v\n%s", err, p.Logs())
 	case <-time.After(30 * time.Second):

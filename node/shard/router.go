@@ -38,8 +38,8 @@ type Router struct {
 
 	installMu sync.Mutex // one Install at a time
 	mu        sync.Mutex // guards links' membership and closed
-	links  atomic.Pointer[[]*peer.Link]
-	closed bool
+	links     atomic.Pointer[[]*peer.Link]
+	closed    bool
 
 	udp atomic.Pointer[udpSender]
 
@@ -53,7 +53,6 @@ type Router struct {
 	lookups atomic.Pointer[http.Handler]
 
 	bufs sync.Pool
-
 }
 
 type udpSender struct{ s core.UDPSender }

@@ -15,28 +15,28 @@ import (
 type Drop uint8
 
 const (
-	DropMalformed     Drop = iota // a client message that is not valid DDPush v1
-	DropRateLimited               // the source exceeded its packet rate
-	DropUnknownUUID               // heartbeat from an unknown uuid with creation disabled
-	DropRecordCap                 // heartbeat would create a record past the cap
-	DropTCPViolation              // client TCP stream declared an impossible length
-	DropTCPIdle                   // client TCP connection idle too long
-	DropTCPSlowFrame              // a frame took too long to arrive
-	DropTCPSlowReader             // client did not read what was sent to it
-	DropTCPConnLimit              // too many client TCP connections
-	DropPushViolation             // push request declared a length above the maximum
-	DropPushIdle                  // push connection idle too long
-	DropPushSlowFrame             // push request took too long to arrive
-	DropPushConnLimit             // too many push connections
-	DropUDPSendError              // a UDP send failed
-	DropTCPPerSource              // too many client TCP connections from one address
-	DropPushPerSource             // too many push connections from one address
-	DropHTTPConnLimit             // too many HTTP connections
-	DropHTTPPerSource             // too many HTTP connections from one address
-	DropRecordBusy                // a client message waited too long for a record a commit held
-	DropNotHome                   // a relayed message for a uuid this pod's slot map homes elsewhere
-	DropRelayedMalformed          // a relayed phone packet that did not decode
-	DropRelayConnGone             // a home's message for a TCP phone whose connection here closed
+	DropMalformed        Drop = iota // a client message that is not valid DDPush v1
+	DropRateLimited                  // the source exceeded its packet rate
+	DropUnknownUUID                  // heartbeat from an unknown uuid with creation disabled
+	DropRecordCap                    // heartbeat would create a record past the cap
+	DropTCPViolation                 // client TCP stream declared an impossible length
+	DropTCPIdle                      // client TCP connection idle too long
+	DropTCPSlowFrame                 // a frame took too long to arrive
+	DropTCPSlowReader                // client did not read what was sent to it
+	DropTCPConnLimit                 // too many client TCP connections
+	DropPushViolation                // push request declared a length above the maximum
+	DropPushIdle                     // push connection idle too long
+	DropPushSlowFrame                // push request took too long to arrive
+	DropPushConnLimit                // too many push connections
+	DropUDPSendError                 // a UDP send failed
+	DropTCPPerSource                 // too many client TCP connections from one address
+	DropPushPerSource                // too many push connections from one address
+	DropHTTPConnLimit                // too many HTTP connections
+	DropHTTPPerSource                // too many HTTP connections from one address
+	DropRecordBusy                   // a client message waited too long for a record a commit held
+	DropNotHome                      // a relayed message for a uuid this pod's slot map homes elsewhere
+	DropRelayedMalformed             // a relayed phone packet that did not decode
+	DropRelayConnGone                // a home's message for a TCP phone whose connection here closed
 	numDrops
 )
 
