@@ -6,9 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/ddpush/ddpush-operator/node/api"
@@ -92,6 +94,9 @@ func runHome(ctx context.Context, fs *flag.FlagSet, c *common, args []string, ou
 		return nil
 	}
 	home := fmt.Sprintf("ordinal %d", o.Ordinal)
+	if pod := podOfPeer(o.Peer, o.Ordinal); pod != "" {
+		home += ", pod " + pod
+	}
 	if o.Ordinal == o.Self {
 		home += " (the pod asked)"
 	}
@@ -208,4 +213,20 @@ func buildMap(sm api.SlotMap) (slotmap.Map, error) {
 		spec.Peers[o] = addr
 	}
 	return spec.Build()
+}
+
+// podOfPeer names the pod behind a peer address when the address is the
+// pod's own DNS name, as the operator writes it
+// (<pod>.<headless service>.<namespace>.svc:9977, the pod being
+// <PushNode>-<ordinal>); "" for any other address, an IP for one.
+func podOfPeer(addr string, ordinal int) string {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil || net.ParseIP(host) != nil {
+		return ""
+	}
+	label, _, _ := strings.Cut(host, ".")
+	if o, ok := slotmap.OrdinalFromPodName(label); !ok || o != ordinal {
+		return ""
+	}
+	return label
 }

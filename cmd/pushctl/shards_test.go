@@ -234,3 +234,23 @@ func TestPushctlSlotMapWrongToken(t *testing.T) {
 		}
 	}
 }
+
+func TestPodOfPeer(t *testing.T) {
+	for _, tc := range []struct {
+		addr    string
+		ordinal int
+		want    string
+	}{
+		{"pushnode-sample-2.pushnode-sample-headless.ddpush.svc:9977", 2, "pushnode-sample-2"},
+		{"pushnode-sample-2.pushnode-sample-headless.ddpush.svc:9977", 1, ""}, // another pod's name
+		{"pushnode-12:9977", 12, "pushnode-12"},
+		{"10.0.0.7:9977", 0, ""},
+		{"[fd00::7]:9977", 0, ""},
+		{"pushnode.example:9977", 0, ""},
+		{"", 0, ""},
+	} {
+		if got := podOfPeer(tc.addr, tc.ordinal); got != tc.want {
+			t.Errorf("podOfPeer(%q, %d) = %q, want %q", tc.addr, tc.ordinal, got, tc.want)
+		}
+	}
+}
