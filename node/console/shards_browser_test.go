@@ -1,6 +1,7 @@
 package console_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -9,6 +10,8 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/ddpush/ddpush-operator/node"
+	"github.com/ddpush/ddpush-operator/node/api"
+	"github.com/ddpush/ddpush-operator/node/httpapi"
 	"github.com/ddpush/ddpush-operator/node/nodetest"
 	"github.com/ddpush/ddpush-operator/node/slotmap"
 )
@@ -57,6 +60,28 @@ func TestConsoleShards(t *testing.T) {
 	if got := b.text("#shards-none-detail"); !strings.Contains(got, "ordinal 4") {
 		t.Errorf("a pod without a map does not name its ordinal: %q", got)
 	}
+	// Given a map whose peer addresses are the pods' DNS names, as the
+	// operator writes them, it names the pods (their links cannot come
+	// up here: the names do not resolve).
+	named := map[int]string{}
+	for o := range 5 {
+		named[o] = fmt.Sprintf("pushnode-sample-%d.pushnode-sample-headless.ddpush.svc:9977", o)
+	}
+	dns, err := slotmap.EvenSplit(5, 1, named)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := waiting.API.PutSlotMap(context.Background(), dns); err != nil {
+		t.Fatal(err)
+	}
+	b.waitJS("the map shows", visible("shards-map")+` && document.querySelectorAll('#sh-table tbody tr').length === 5`, 20*time.Second)
+	if got := b.text("#sh-self-note"); got != "pod pushnode-sample-4" {
+		t.Errorf("this pod's card says %q, want its pod name", got)
+	}
+	if got := b.text(`#sh-table tr[data-ordinal="2"] .pod`); got != "pushnode-sample-2" {
+		t.Errorf("ordinal 2's cell says %q, want its pod name", got)
+	}
+	b.shot("shards-02-named-pods")
 
 	// Pod 1 of three.
 	signIn(pods[1])
@@ -95,7 +120,29 @@ func TestConsoleShards(t *testing.T) {
 	}
 	b.fitsWidth("desktop shards view")
 	b.noProblems()
-	b.shot("shards-02-pod-of-three")
+	b.shot("shards-03-pod-of-three")
+
+	// A client whose home is pod 2, looked up on pod 1: the lookup is
+	// relayed, and the card says where the record lives.
+	user, home := "", 0
+	for i := 0; home != 2; i++ {
+		user = fmt.Sprintf("user-%d", i)
+		home = m.OwnerOf(httpapi.UserUUID(user))
+	}
+	if _, err := pods[1].API.Push(context.Background(), api.PushRequest{UserID: user, Kind: api.KindGeneral}); err != nil {
+		t.Fatal(err)
+	}
+	b.do("look the client up", 20*time.Second, chromedp.Navigate(url(pods[1])+"/console/#client/userId/"+user))
+	b.waitJS("the client's home", visible("c-home"), 15*time.Second)
+	if got := b.text("#c-home"); !strings.Contains(got, "ordinal 2") || !strings.Contains(got, "this pod (ordinal 1) relays to it") {
+		t.Errorf("the client card's home: %q", got)
+	}
+	if got := b.text("#c-pending tbody"); !strings.Contains(got, "general") {
+		t.Errorf("the relayed lookup's pending messages: %q", got)
+	}
+	b.shot("shards-03-client-home")
+	b.do("back to Shards", 20*time.Second, chromedp.Click(chromedp.CSS(`#nav a[data-view="shards"]`)))
+	b.waitJS("the slot map", visible("shards-map"), 15*time.Second)
 
 	// The operator hands out a map of a new epoch that takes every slot
 	// from pod 2: the view follows at the next status.
@@ -119,15 +166,15 @@ func TestConsoleShards(t *testing.T) {
 	pods[2].Stop(t)
 	b.waitJS("the link to pod 2 down", `document.querySelector('#sh-table tr[data-ordinal="2"] .badge[data-link="down"]')`, 30*time.Second)
 	cards(map[string]string{"#sh-links": "1 / 2 up", "#sh-links-note": "down to ordinal 2"})
-	b.shot("shards-03-link-down")
+	b.shot("shards-04-link-down")
 
 	// A phone-sized screen.
 	b.do("phone-sized viewport", 10*time.Second,
 		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile))
 	b.fitsWidth("phone shards view")
-	b.screen("shards-04-phone")
+	b.screen("shards-05-phone")
 	b.do("scroll to the table", 10*time.Second, chromedp.ScrollIntoView(chromedp.ID("sh-table")))
 	b.fitsWidth("phone shards table")
-	b.screen("shards-05-phone-table")
+	b.screen("shards-06-phone-table")
 	b.noProblems()
 }

@@ -273,6 +273,8 @@
     setStreamState('off');
     show('status-error', '');
     $('client-card').hidden = true;
+    $('c-home-label').hidden = true;
+    $('c-home').hidden = true;
     $('push-panel').hidden = true;
     $('push-result').replaceChildren();
     $('push-history').replaceChildren();
@@ -805,6 +807,8 @@
   async function lookup(by, q) {
     if (by === 'uuid') q = q.toLowerCase();
     state.client = { by, q, uuid: by === 'uuid' && HEX32.test(q) ? q : null };
+    $('c-home-label').hidden = true;
+    $('c-home').hidden = true;
     $('push-result').replaceChildren();
     $('push-history').replaceChildren();
     $('push-history-title').hidden = true;
@@ -831,6 +835,7 @@
       c.uuid = info.uuid;
       show('lookup-error', '');
       renderClient(info, c);
+      showHome(c, info.uuid);
     } catch (e) {
       if (seq !== state.clientSeq || c !== state.client) return;
       $('client-card').hidden = true;
@@ -908,6 +913,28 @@
         el('td', { 'data-label': 'Fate' }, b));
     });
     $('c-pending').tBodies[0].replaceChildren(...rows);
+  }
+
+  // In a PushNode of several pods, which pod keeps this client's record:
+  // a lookup on another pod is relayed there, so the card alone does not
+  // say. Hidden for a node without a slot map.
+  async function showHome(c, uuid) {
+    const hide = () => { $('c-home-label').hidden = true; $('c-home').hidden = true; };
+    let o;
+    try {
+      o = await call('v1/slotmap/owner?uuid=' + encodeURIComponent(uuid));
+    } catch {
+      if (c === state.client) hide();
+      return;
+    }
+    if (c !== state.client) return;
+    if (!o || !o.epoch) { hide(); return; }
+    const pod = podOfPeer(o.peer, o.ordinal);
+    const where = o.ordinal === o.self ? 'this pod' : 'this pod (ordinal ' + o.self + ') relays to it';
+    $('c-home').replaceChildren('ordinal ' + o.ordinal + (pod ? ', pod ' + pod : ''),
+      el('span', { class: 'muted', text: ' · ' + where + ' · slot ' + o.slot }));
+    $('c-home-label').hidden = false;
+    $('c-home').hidden = false;
   }
 
   async function onPush(ev) {
@@ -1063,6 +1090,17 @@
     else renderShards();
   }
 
+  // The pod behind a peer address when the address is the pod's own DNS
+  // name, as the operator writes it (<PushNode>-<ordinal>.<service>...:9977);
+  // '' for an IP or any other name.
+  function podOfPeer(addr, ordinal) {
+    const host = String(addr || '').replace(/:\d+$/, '');
+    if (!host || host.startsWith('[') || /^\d+(\.\d+){3}$/.test(host)) return '';
+    const label = host.split('.')[0];
+    const m = /.-(0|[1-9]\d{0,2})$/.exec(label);
+    return m && Number(m[1]) === ordinal ? label : '';
+  }
+
   function pct(slots) {
     return (100 * slots / NUM_SLOTS).toFixed(1) + '%';
   }
@@ -1100,6 +1138,8 @@
 
     const mine = of(self);
     $('sh-self').textContent = String(self);
+    const selfPod = podOfPeer(peers[String(self)], self);
+    $('sh-self-note').textContent = selfPod ? 'pod ' + selfPod : 'its ordinal in the PushNode';
     $('sh-epoch').textContent = fmtNum(m.epoch);
     $('sh-slots').textContent = fmtNum(mine.slots);
     $('sh-share').textContent = pct(mine.slots);
@@ -1131,12 +1171,13 @@
       else if (link) {
         b = el('span', {}, el('span', { class: 'badge', 'data-link': link.up ? 'up' : 'down', text: link.up ? 'up' : 'down' }));
         // Why a link is down, as the pod last saw it.
-        if (!link.up && link.lastError) b.append(el('span', { class: 'muted small link-error', text: ' ' + link.lastError }));
+        if (!link.up && link.lastError) b.append(el('span', { class: 'muted small link-error', title: link.lastError, text: link.lastError }));
       }
       else b = el('span', { class: 'badge', 'data-link': 'unknown', text: 'not reported' });
       const addr = peers[String(o)] || (link && link.addr) || '—';
       return el('tr', { 'data-ordinal': o, class: o === self ? 'self' : null },
-        el('td', { 'data-label': 'Ordinal', class: 'mono', text: String(o) }),
+        el('td', { 'data-label': 'Ordinal', class: 'mono' }, String(o),
+          podOfPeer(peers[String(o)], o) ? el('span', { class: 'muted small pod', text: podOfPeer(peers[String(o)], o) }) : null),
         el('td', { 'data-label': 'Slots', text: fmtNum(p.slots) }),
         el('td', { 'data-label': 'Share', text: pct(p.slots) }),
         el('td', { 'data-label': 'Ranges', class: 'mono ranges' }, ...(p.ranges.length ? p.ranges.flatMap((r, i) =>
