@@ -90,7 +90,7 @@ func httpDo(t *testing.T, p *nodetest.Node, method, path string, body []byte) (i
 }
 
 // uuidHomedOn finds a uuid whose home is ordinal o.
-func uuidHomedOn(t *testing.T, m slotmap.Map, o int, salt string) wire.UUID {
+func uuidHomedOn(t testing.TB, m slotmap.Map, o int, salt string) wire.UUID {
 	for i := range 100000 {
 		u := wire.UUID(md5.Sum([]byte(salt + strconv.Itoa(i))))
 		if m.OwnerOf(u) == o {

@@ -88,7 +88,7 @@ func (c *Core) Push(ctx context.Context, p PushSpec) (PushResult, error) {
 	if err := c.Validate(&p); err != nil {
 		return PushResult{}, err
 	}
-	if r := c.relay.Load(); r != nil && !r.r.Local(&p.UUID) {
+	if r := c.relay.Load(); r != nil && !r.r.Local(p.UUID) {
 		return r.r.Push(ctx, p)
 	}
 	return c.PushLocal(ctx, p)

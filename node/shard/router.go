@@ -202,22 +202,22 @@ func (r *Router) link(o int) *peer.Link {
 }
 
 // Local implements core.Relay.
-func (r *Router) Local(u *wire.UUID) bool {
+func (r *Router) Local(u wire.UUID) bool {
 	m := r.m.Load()
-	return m == nil || m.OwnerOf(*u) == r.opt.Ordinal
+	return m == nil || m.OwnerOf(u) == r.opt.Ordinal
 }
 
 // Phone implements core.Relay: the packet goes to the home as it came.
 // A packet that cannot be queued is dropped (the link counts it): the
 // phone sends it again with its next heartbeat.
-func (r *Router) Phone(now int64, m *wire.ClientMessage, tr state.Transport, from netip.AddrPort, conn any) {
-	home, _ := r.Home(m.UUID)
+func (r *Router) Phone(now int64, u wire.UUID, raw []byte, tr state.Transport, from netip.AddrPort, conn any) {
+	home, _ := r.Home(u)
 	l := r.link(home)
 	if l == nil {
 		r.srv.CountDrop(home, peer.DropLinkDown)
 		return
 	}
-	p := peer.PhonePacket{Arrival: now, Raw: m.Raw}
+	p := peer.PhonePacket{Arrival: now, Raw: raw}
 	if tr == state.TCP {
 		p.Route = peer.Route{Transport: peer.TCP, ConnID: r.connID(conn)}
 	} else {
