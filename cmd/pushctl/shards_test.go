@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -252,5 +254,38 @@ func TestPodOfPeer(t *testing.T) {
 		if got := podOfPeer(tc.addr, tc.ordinal); got != tc.want {
 			t.Errorf("podOfPeer(%q, %d) = %q, want %q", tc.addr, tc.ordinal, got, tc.want)
 		}
+	}
+}
+
+// A user id that is not UTF-8 reaches the node byte for byte, so the node
+// names the home of the uuid a phone derives from those bytes.
+func TestPushctlHomeOfAUserIDThatIsNotUTF8(t *testing.T) {
+	pods, m := nodetest.StartShards(t, 2, 3, nil)
+	const user = "us\xe9r"
+	u := httpapi.UserUUID(user)
+	got := runOut(t, context.Background(), "home", "--user", user, "--http", "http://"+pods[0].HTTPAddr().String(), "--token", nodetest.Token)
+	if want := fmt.Sprintf("home   ordinal %d", m.OwnerOf(u)); !strings.Contains(got, "uuid   "+u.String()) || !strings.Contains(got, want) {
+		t.Errorf("home printed %q, want uuid %s and %q", got, u, want)
+	}
+}
+
+// A node from before slot maps has no such endpoint (its 404 names no
+// ordinal): it is a whole node, and both commands say so. No node of this
+// version answers like that, so a server stands in for one.
+func TestPushctlAgainstANodeWithoutSlotMaps(t *testing.T) {
+	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprintf(w, `{"error":"no such endpoint: %s %s"}`, r.Method, r.URL.Path)
+	}))
+	defer old.Close()
+	common := []string{"--http", old.URL, "--token", "x"}
+	if got := runOut(t, context.Background(), append([]string{"slotmap"}, common...)...); got != "not sharded: the node asked has no slot map and serves every slot\n" {
+		t.Errorf("slotmap printed %q", got)
+	}
+	u := httpapi.UserUUID("10001")
+	got := runOut(t, context.Background(), append([]string{"home", "--user", "10001"}, common...)...)
+	if !strings.Contains(got, "uuid   "+u.String()) || !strings.Contains(got, fmt.Sprintf("slot   %d\n", slotmap.Slot(u))) || !strings.Contains(got, "home   the node asked: it has no slot map") {
+		t.Errorf("home printed %q", got)
 	}
 }
