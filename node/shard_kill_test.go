@@ -217,3 +217,66 @@ func TestShardHomeKilledUnderLoad(t *testing.T) {
 		t.Errorf("no push was refused while the home was down")
 	}
 }
+
+// TestShardFrontKilledDetachesItsTCPPhones: a front that dies holding TCP
+// phones homed elsewhere sends no Detach; when it starts again, its old
+// connections are forgotten at the home, which then reports those phones
+// offline, as a single node does when a connection closes.
+func TestShardFrontKilledDetachesItsTCPPhones(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and kills node processes")
+	}
+	base := t.TempDir()
+	var procs [2]*nodetest.Process
+	var dirs [2]string
+	peers := map[int]string{}
+	for i := range procs {
+		dirs[i] = filepath.Join(base, strconv.Itoa(i), "data")
+		if err := os.MkdirAll(filepath.Dir(dirs[i]), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		procs[i] = nodetest.StartProcess(t, dirs[i], "--peer-addr", "127.0.0.1:0", "--ordinal", strconv.Itoa(i))
+		peers[i] = procs[i].Peer
+	}
+	m1, _ := slotmap.EvenSplit(2, 1, peers)
+	for _, p := range procs {
+		putMapTo(t, p, m1)
+	}
+	ctx := context.Background()
+	u := uuidHomedOn(t, m1, 1, "front-killed")
+	ph, err := phone.Dial("tcp", procs[0].Client, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ph.Close()
+	online := func(want bool) func() error {
+		return func() error {
+			c, err := procs[1].API.Client(ctx, u.String())
+			if err != nil {
+				return err
+			}
+			if c.Online != want {
+				return fmt.Errorf("online %v, want %v (transport %q)", c.Online, want, c.Transport)
+			}
+			return nil
+		}
+	}
+	nodetest.Eventually(t, 10*time.Second, func() error {
+		if err := ph.Heartbeat(); err != nil {
+			return err
+		}
+		return online(true)()
+	})
+	_ = procs[0].Signal(t, syscall.SIGKILL, 10*time.Second)
+	// The home cannot tell a dead front from a slow one yet.
+	if err := online(true)(); err != nil {
+		t.Fatal(err)
+	}
+	procs[0] = nodetest.StartProcess(t, dirs[0], "--peer-addr", "127.0.0.1:0", "--ordinal", "0")
+	peers[0] = procs[0].Peer
+	m2, _ := slotmap.New(2, m1.Spec().Ranges, peers)
+	for _, p := range procs {
+		putMapTo(t, p, m2)
+	}
+	nodetest.Eventually(t, 10*time.Second, online(false))
+}

@@ -49,3 +49,18 @@ func (c *Core) Local(u *wire.UUID) bool {
 	r := c.relay.Load()
 	return r == nil || r.r.Local(*u)
 }
+
+// DetachConns forgets every connection match picks (the connections of a
+// front process that is gone) and returns how many it forgot. It visits
+// every record, so it is for rare events.
+func (c *Core) DetachConns(match func(conn any) bool) int {
+	n := 0
+	c.table.Range(func(r *state.Record) bool {
+		if conn := r.Conn(); conn != nil && match(conn) {
+			r.SetConn(nil)
+			n++
+		}
+		return true
+	})
+	return n
+}

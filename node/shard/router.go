@@ -76,7 +76,8 @@ func New(opt Options) (*Router, error) {
 	r.links.Store(&empty)
 	srv, err := peer.Listen(peer.ServerOptions{
 		Addr: opt.PeerAddr, Token: opt.Token, Handler: r, Logger: opt.Logger,
-		Self: peer.Hello{Ordinal: uint16(opt.Ordinal), Incarnation: opt.Incarnation},
+		Self:      peer.Hello{Ordinal: uint16(opt.Ordinal), Incarnation: opt.Incarnation},
+		OnSession: r.frontStarted,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listen for peers on %s: %w", opt.PeerAddr, err)
@@ -333,4 +334,20 @@ func (r *Router) Stats() []peer.LinkStats {
 		out = append(out, l.Stats())
 	}
 	return append(out, r.srv.Stats()...)
+}
+
+// frontStarted runs when a front's stream comes up. A front that started
+// again (another incarnation) lost every TCP connection it held, and no
+// Detach will come for them: its phones are offline here until they
+// connect again, as on a single node when a connection closes.
+func (r *Router) frontStarted(ordinal int, incarnation uint64) {
+	go func() {
+		n := r.opt.Core.DetachConns(func(conn any) bool {
+			rc, ok := conn.(peer.RemoteConn)
+			return ok && rc.Ordinal() == ordinal && rc.Incarnation() != incarnation
+		})
+		if n > 0 {
+			r.log.Info("phones of a restarted pod's TCP connections are offline until they reconnect", "pod", ordinal, "phones", n)
+		}
+	}()
 }
