@@ -34,33 +34,8 @@ func processCPU() time.Duration {
 }
 
 func benchPods(b *testing.B) ([]*nodetest.Node, slotmap.Map) {
-	pods := make([]*nodetest.Node, 2)
-	peers := map[int]string{}
-	for i := range pods {
-		pods[i] = nodetest.Start(b, func(c *node.Config) {
-			c.PeerAddr = "127.0.0.1:0"
-			c.Ordinal = i
-			c.HeartbeatPolicy = "always" // every heartbeat is answered, so it can be counted
-		})
-		peers[i] = pods[i].Shard().PeerAddr()
-	}
-	m, err := slotmap.EvenSplit(2, 1, peers)
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, p := range pods {
-		if _, err := p.Shard().Install(m, func([]byte) error { return nil }); err != nil {
-			b.Fatal(err)
-		}
-	}
-	for _, p := range pods {
-		for _, l := range p.Shard().Links() {
-			if err := l.WaitUp(b.Context()); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	return pods, m
+	// Every heartbeat is answered, so that it can be counted.
+	return nodetest.StartShards(b, 2, 1, func(_ int, c *node.Config) { c.HeartbeatPolicy = "always" })
 }
 
 func BenchmarkShardHeartbeat(b *testing.B) {

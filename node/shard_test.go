@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ddpush/ddpush-operator/node"
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/nodetest"
 	"github.com/ddpush/ddpush-operator/node/phone"
@@ -27,34 +26,7 @@ import (
 // an even slot map.
 func startShards(t *testing.T, n int) ([]*nodetest.Node, slotmap.Map) {
 	t.Helper()
-	pods := make([]*nodetest.Node, n)
-	peers := map[int]string{}
-	for i := range pods {
-		pods[i] = nodetest.Start(t, func(c *node.Config) {
-			c.PeerAddr = "127.0.0.1:0"
-			c.Ordinal = i
-		})
-		peers[i] = pods[i].Shard().PeerAddr()
-	}
-	m, err := slotmap.EvenSplit(n, 1, peers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range pods {
-		if code, body := putMap(t, p, m); code != http.StatusOK {
-			t.Fatalf("PUT /v1/slotmap: %d %s", code, body)
-		}
-	}
-	for _, p := range pods {
-		for _, l := range p.Shard().Links() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			if err := l.WaitUp(ctx); err != nil {
-				t.Fatal(err)
-			}
-			cancel()
-		}
-	}
-	return pods, m
+	return nodetest.StartShards(t, n, 1, nil)
 }
 
 func putMap(t *testing.T, p *nodetest.Node, m any) (int, string) {
