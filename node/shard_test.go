@@ -10,10 +10,10 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
-	"github.com/ddpush/ddpush-operator/node"
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/nodetest"
 	"github.com/ddpush/ddpush-operator/node/phone"
@@ -26,34 +26,7 @@ import (
 // an even slot map.
 func startShards(t *testing.T, n int) ([]*nodetest.Node, slotmap.Map) {
 	t.Helper()
-	pods := make([]*nodetest.Node, n)
-	peers := map[int]string{}
-	for i := range pods {
-		pods[i] = nodetest.Start(t, func(c *node.Config) {
-			c.PeerAddr = "127.0.0.1:0"
-			c.Ordinal = i
-		})
-		peers[i] = pods[i].Shard().PeerAddr()
-	}
-	m, err := slotmap.EvenSplit(n, 1, peers)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range pods {
-		if code, body := putMap(t, p, m); code != http.StatusOK {
-			t.Fatalf("PUT /v1/slotmap: %d %s", code, body)
-		}
-	}
-	for _, p := range pods {
-		for _, l := range p.Shard().Links() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			if err := l.WaitUp(ctx); err != nil {
-				t.Fatal(err)
-			}
-			cancel()
-		}
-	}
-	return pods, m
+	return nodetest.StartShards(t, n, 1, nil)
 }
 
 func putMap(t *testing.T, p *nodetest.Node, m any) (int, string) {
@@ -90,7 +63,7 @@ func httpDo(t *testing.T, p *nodetest.Node, method, path string, body []byte) (i
 }
 
 // uuidHomedOn finds a uuid whose home is ordinal o.
-func uuidHomedOn(t *testing.T, m slotmap.Map, o int, salt string) wire.UUID {
+func uuidHomedOn(t testing.TB, m slotmap.Map, o int, salt string) wire.UUID {
 	for i := range 100000 {
 		u := wire.UUID(md5.Sum([]byte(salt + strconv.Itoa(i))))
 		if m.OwnerOf(u) == o {
@@ -384,4 +357,33 @@ func mustUUID(t *testing.T, s string) wire.UUID {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// TestShardedIdempotencyKeys: a key names one push at its home, whichever
+// pod the push and its retries enter at.
+func TestShardedIdempotencyKeys(t *testing.T) {
+	pods, m := startShards(t, 3)
+	ctx := context.Background()
+	u := uuidHomedOn(t, m, 1, "keys").String()
+	first, err := pods[0].API.Push(ctx, api.PushRequest{UUID: u, Kind: "custom", Data: "once", Key: "k1"})
+	if err != nil || first.Duplicate {
+		t.Fatalf("first: %+v %v", first, err)
+	}
+	for i, p := range pods {
+		again, err := p.API.Push(ctx, api.PushRequest{UUID: u, Kind: "custom", Data: "once", Key: "k1"})
+		if err != nil || !again.Duplicate || again.ID != first.ID {
+			t.Fatalf("retry at pod %d: %+v %v", i, again, err)
+		}
+	}
+	for i, p := range pods {
+		_, err := p.API.Push(ctx, api.PushRequest{UUID: u, Kind: "custom", Data: "ONCE", Key: "k1"})
+		var se *api.StatusError
+		if !errors.As(err, &se) || se.Code != http.StatusUnprocessableEntity || !strings.Contains(se.Message, "carried other") {
+			t.Fatalf("other data with the same key at pod %d: %v", i, err)
+		}
+	}
+	got, err := pods[2].API.GetPush(ctx, first.ID)
+	if err != nil || got.Fate != "queued" {
+		t.Fatalf("the first push after the refused reuses: %+v %v", got, err)
+	}
 }

@@ -37,6 +37,8 @@ Usage:
   pushctl status
   pushctl expire  --hours N
   pushctl uuid    USER-ID                                            (print the uuid a phone derives from a user id)
+  pushctl home    (UUID | --uuid HEX | --user ID) [--json]           (which pod of a sharded PushNode is the uuid's home)
+  pushctl slotmap [--json]                                           (the slot map: each pod's slots and share of uuids)
 
 HTTP commands use --http (default http://127.0.0.1:8080, or $PUSHCTL_HTTP) and the
 token from --token, $PUSHCTL_TOKEN or --token-file (default ./data/api-token).
@@ -120,6 +122,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return runPush(ctx, fs, &c, args, out)
 	case "bulk":
 		return runBulk(ctx, fs, &c, args, out)
+	case "home":
+		return runHome(ctx, fs, &c, args, out)
+	case "slotmap":
+		return runSlotMap(ctx, fs, &c, args, out)
 	case "lookup":
 		c.bindHTTP(fs)
 		c.bindTarget(fs)

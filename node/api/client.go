@@ -30,6 +30,9 @@ func NewClient(baseURL, token string) *Client {
 type StatusError struct {
 	Code    int
 	Message string
+	// Body is the answer as it came, for callers that read more from it
+	// than the message.
+	Body []byte
 }
 
 func (e *StatusError) Error() string { return fmt.Sprintf("node answered %d: %s", e.Code, e.Message) }
@@ -70,7 +73,7 @@ func (c *Client) do(ctx context.Context, method, path string, header http.Header
 		if json.Unmarshal(b, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(b))
 		}
-		return resp.StatusCode, &StatusError{Code: resp.StatusCode, Message: e.Error}
+		return resp.StatusCode, &StatusError{Code: resp.StatusCode, Message: e.Error, Body: b}
 	}
 	if out != nil {
 		if err := json.Unmarshal(b, out); err != nil {

@@ -211,8 +211,8 @@ func (c *Core) SetUDPSender(s UDPSender) { c.udp.Store(&udpHolder{s}) }
 // to out. For UDP, from is the source; for TCP, conn is the connection.
 // This is the per-packet path: it allocates nothing for a known client.
 func (c *Core) HandleClient(now int64, m *wire.ClientMessage, tr state.Transport, from netip.AddrPort, conn any, out []byte) []byte {
-	if r := c.relay.Load(); r != nil && !r.r.Local(&m.UUID) {
-		r.r.Phone(now, m, tr, from, conn)
+	if r := c.relay.Load(); r != nil && !r.r.Local(m.UUID) {
+		r.r.Phone(now, m.UUID, m.Raw, tr, from, conn)
 		return out
 	}
 	return c.handleLocal(now, m, tr, from, conn, 0, out)
@@ -251,7 +251,7 @@ func (c *Core) handleLocal(now int64, m *wire.ClientMessage, tr state.Transport,
 
 // DetachConn forgets a closed TCP connection.
 func (c *Core) DetachConn(u wire.UUID, conn any) {
-	if r := c.relay.Load(); r != nil && !r.r.Local(&u) {
+	if r := c.relay.Load(); r != nil && !r.r.Local(u) {
 		r.r.DetachPhone(u, conn)
 		return
 	}

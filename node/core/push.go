@@ -88,7 +88,7 @@ func (c *Core) Push(ctx context.Context, p PushSpec) (PushResult, error) {
 	if err := c.Validate(&p); err != nil {
 		return PushResult{}, err
 	}
-	if r := c.relay.Load(); r != nil && !r.r.Local(&p.UUID) {
+	if r := c.relay.Load(); r != nil && !r.r.Local(p.UUID) {
 		return r.r.Push(ctx, p)
 	}
 	return c.PushLocal(ctx, p)
@@ -195,4 +195,36 @@ func (c *Core) deliver(msg []byte, d *delivery) {
 		// writes: a message it replaces before writing is not sent.
 		cs.Send(msg)
 	}
+}
+
+// KeyReuseDiffers says how a request reusing an idempotency key differs from
+// the push first made with it, or "" when it is the same push: the same
+// target (however named: uuid in either case, or the user id it derives
+// from), kind, bits and payload bytes (as data or as binaryData).
+func KeyReuseDiffers(p *store.Push, spec *PushSpec) string {
+	switch {
+	case p.UUID != spec.UUID:
+		return "went to uuid " + p.UUID.String()
+	case p.Kind != spec.Kind:
+		return "was a " + p.Kind.String() + " push"
+	case p.Kind == state.Classified && p.Bits != spec.Bits:
+		return fmt.Sprintf("carried bits %#x", p.Bits)
+	case p.Kind == state.Custom && p.Size != len(spec.Payload):
+		return fmt.Sprintf("carried %d bytes", p.Size)
+	case p.Kind == state.Custom && p.Digest != (store.PayloadDigest{}) && p.Digest != store.DigestOf(spec.Payload):
+		return fmt.Sprintf("carried other %d bytes", p.Size)
+	}
+	return ""
+}
+
+// KeyReusedError is a push refused because its idempotency key was first
+// used for another push (ID), which Why says how it differs from.
+type KeyReusedError struct {
+	Key string
+	ID  uint64
+	Why string
+}
+
+func (e *KeyReusedError) Error() string {
+	return fmt.Sprintf("idempotency key %q was first used for push %d, which %s: a key may only repeat the same push (a retry); use a new key for a new push", e.Key, e.ID, e.Why)
 }

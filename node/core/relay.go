@@ -16,10 +16,11 @@ import (
 // Its methods are called on the per-packet paths: they must not block.
 type Relay interface {
 	// Local reports whether this pod is the home of u.
-	Local(u *wire.UUID) bool
-	// Phone relays a client message for a uuid homed elsewhere. For TCP,
+	Local(u wire.UUID) bool
+	// Phone relays a client message (raw, as it came) for a uuid homed
+	// elsewhere. For TCP,
 	// conn is the phone's connection here (a ConnSender).
-	Phone(now int64, m *wire.ClientMessage, tr state.Transport, from netip.AddrPort, conn any)
+	Phone(now int64, u wire.UUID, raw []byte, tr state.Transport, from netip.AddrPort, conn any)
 	// DetachPhone tells u's home that conn, a TCP connection here, closed.
 	DetachPhone(u wire.UUID, conn any)
 	// Push relays a valid push to its home and returns the home's answer;
@@ -46,5 +47,20 @@ func (c *Core) SetRelay(r Relay) {
 // Local reports whether this pod is the home of u.
 func (c *Core) Local(u *wire.UUID) bool {
 	r := c.relay.Load()
-	return r == nil || r.r.Local(u)
+	return r == nil || r.r.Local(*u)
+}
+
+// DetachConns forgets every connection match picks (the connections of a
+// front process that is gone) and returns how many it forgot. It visits
+// every record, so it is for rare events.
+func (c *Core) DetachConns(match func(conn any) bool) int {
+	n := 0
+	c.table.Range(func(r *state.Record) bool {
+		if conn := r.Conn(); conn != nil && match(conn) {
+			r.SetConn(nil)
+			n++
+		}
+		return true
+	})
+	return n
 }

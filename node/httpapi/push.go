@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"crypto/md5"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,7 +15,6 @@ import (
 	"github.com/ddpush/ddpush-operator/node/shard"
 	"github.com/ddpush/ddpush-operator/node/state"
 	"github.com/ddpush/ddpush-operator/node/stats"
-	"github.com/ddpush/ddpush-operator/node/store"
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
 
@@ -130,6 +130,19 @@ func (a *API) push(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		st.Push(stats.FromHTTP, spec.Kind, stats.PushRejected)
+		var kr *core.KeyReusedError
+		if errors.As(err, &kr) {
+			// Checked at the home, which holds the first push.
+			e := api.Error{Error: kr.Error()}
+			if code, body, lerr := a.opt.Shards.Lookup(r.Context(), a.homeOf(u), api.PathPushes+"/"+strconv.FormatUint(kr.ID, 10)); lerr == nil && code == http.StatusOK {
+				var first api.Push
+				if json.Unmarshal(body, &first) == nil {
+					e.Push = &first
+				}
+			}
+			writeJSON(w, http.StatusUnprocessableEntity, e)
+			return
+		}
 		var ue *shard.UnreachableError
 		if errors.As(err, &ue) {
 			a.logs.Log(slog.LevelWarn, "push not relayed", "push to another pod not answered", "uuid", u.String(), "home", ue.Home, "err", err)
@@ -149,13 +162,11 @@ func (a *API) push(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusOK
 		if p, ok, err := a.core.GetPush(res.ID); err == nil && ok && !res.Relayed {
 			out := a.pushJSON(&p)
-			if why := differsFrom(&p, &spec); why != "" {
+			if why := core.KeyReuseDiffers(&p, &spec); why != "" {
 				// A key names one push: answering the first for a
 				// different request would report a push that was not made.
 				st.Push(stats.FromHTTP, spec.Kind, stats.PushRejected)
-				writeJSON(w, http.StatusUnprocessableEntity, api.Error{Push: &out, Error: fmt.Sprintf(
-					"idempotency key %q was first used for push %d, which %s: a key may only repeat the same push (a retry); use a new key for a new push",
-					spec.Key, p.ID, why)})
+				writeJSON(w, http.StatusUnprocessableEntity, api.Error{Push: &out, Error: (&core.KeyReusedError{Key: spec.Key, ID: p.ID, Why: why}).Error()})
 				return
 			}
 			st.Push(stats.FromHTTP, spec.Kind, stats.PushDuplicate)
@@ -182,26 +193,6 @@ func (a *API) push(w http.ResponseWriter, r *http.Request) {
 		out.Bits = &b
 	}
 	writeJSON(w, code, out)
-}
-
-// differsFrom says how a request reusing an idempotency key differs from
-// the push first made with it, or "" when it is the same push: the same
-// target (however named: uuid in either case, or the user id it derives
-// from), kind, bits and payload bytes (as data or as binaryData).
-func differsFrom(p *store.Push, spec *core.PushSpec) string {
-	switch {
-	case p.UUID != spec.UUID:
-		return "went to uuid " + p.UUID.String()
-	case p.Kind != spec.Kind:
-		return "was a " + p.Kind.String() + " push"
-	case p.Kind == state.Classified && p.Bits != spec.Bits:
-		return fmt.Sprintf("carried bits %#x", p.Bits)
-	case p.Kind == state.Custom && p.Size != len(spec.Payload):
-		return fmt.Sprintf("carried %d bytes", p.Size)
-	case p.Kind == state.Custom && p.Digest != (store.PayloadDigest{}) && p.Digest != store.DigestOf(spec.Payload):
-		return fmt.Sprintf("carried other %d bytes", p.Size)
-	}
-	return ""
 }
 
 func (a *API) bulk(w http.ResponseWriter, r *http.Request) {

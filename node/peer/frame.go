@@ -381,6 +381,10 @@ const (
 	PushRefused PushStatus = 2
 	// PushInvalid: the home found the push malformed.
 	PushInvalid PushStatus = 3
+	// PushKeyReused: the idempotency key was first used for another push
+	// (ID), which the reason says how this one differs from; nothing was
+	// pushed.
+	PushKeyReused PushStatus = 4
 )
 
 // PushAns answers a PushReq.
@@ -399,7 +403,7 @@ const pushAnsFixed = 8 + 1 + 8 + 1 + 1 + 8
 func (a *PushAns) size() int { return pushAnsFixed + len(a.Reason) }
 
 func (a *PushAns) check() error {
-	if a.Status < PushAccepted || a.Status > PushInvalid {
+	if a.Status < PushAccepted || a.Status > PushKeyReused {
 		return badf("push answer status %d", a.Status)
 	}
 	if len(a.Reason) > MaxReasonLen {

@@ -136,7 +136,7 @@ func TestFrameLimits(t *testing.T) {
 		{"key too long", &PushReq{Key: strings.Repeat("k", MaxKeyLen+1)}},
 		{"payload too long", &PushReq{Payload: make([]byte, MaxPayloadLen+1)}},
 		{"status 0", &PushAns{}},
-		{"status 4", &PushAns{Status: 4}},
+		{"status 5", &PushAns{Status: PushKeyReused + 1}},
 		{"reason too long", &PushAns{Status: PushRefused, Reason: strings.Repeat("r", MaxReasonLen+1)}},
 		{"lookup too long", &LookupReq{Body: make([]byte, MaxLookupBody+1)}},
 		{"lookup answer too long", &LookupAns{Body: make([]byte, MaxLookupBody+1)}},

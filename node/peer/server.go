@@ -47,6 +47,10 @@ type ServerOptions struct {
 	// (answers and ToPhone frames); defaults as for a Link.
 	QueueFrames, QueueBytes int
 	Logger                  *slog.Logger
+	// OnSession, when set, is called as a front's stream comes up, with
+	// the front's ordinal and process incarnation, before any of its
+	// frames is handled. It must not block.
+	OnSession func(ordinal int, incarnation uint64)
 
 	// serverOptions are added by tests.
 	serverOptions []grpc.ServerOption
@@ -281,6 +285,9 @@ func (s *Server) serve(ss grpc.ServerStream) error {
 	// The newest stream from an ordinal is the one to answer on: a front
 	// opens a new one only after giving up the old.
 	sess.in.cur.Store(sess)
+	if s.opt.OnSession != nil {
+		s.opt.OnSession(int(h.Ordinal), h.Incarnation)
+	}
 	s.log.Info("peer session up", "peer", h.Ordinal, "addr", from, "peer_epoch", h.Epoch, "peer_incarnation", h.Incarnation)
 
 	wctx, cancel := context.WithCancel(ctx)
@@ -469,6 +476,9 @@ func (ss *Session) RemoteConn(connID uint64) RemoteConn {
 
 // Ordinal is the front holding the connection.
 func (c RemoteConn) Ordinal() int { return c.ordinal }
+
+// Incarnation is the front process the connection belongs to.
+func (c RemoteConn) Incarnation() uint64 { return c.incarnation }
 
 // ConnID is the connection's id at the front.
 func (c RemoteConn) ConnID() uint64 { return c.connID }

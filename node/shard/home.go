@@ -27,7 +27,7 @@ func (r *Router) PhonePacket(from *peer.Session, p *peer.PhonePacket) {
 		r.opt.Core.Stats().Drop(stats.DropRelayedMalformed)
 		return
 	}
-	if !r.Local(&m.UUID) {
+	if !r.Local(m.UUID) {
 		// The front routed by another map than ours; the phone tries
 		// again with its next heartbeat, by when the maps agree.
 		r.opt.Core.Stats().Drop(stats.DropNotHome)
@@ -62,7 +62,7 @@ func (r *Router) PushReq(from *peer.Session, q *peer.PushReq) {
 		spec.Payload = bytes.Clone(q.Payload)
 	}
 	corr := q.Corr
-	if !r.Local(&spec.UUID) {
+	if !r.Local(spec.UUID) {
 		home, _ := r.Home(spec.UUID)
 		_ = from.SendPushAns(&peer.PushAns{Corr: corr, Status: peer.PushRefused,
 			Reason: "this pod is not the home of the uuid in its slot map (home: pod " + itoa(home) + "); the pods' slot maps disagree for a moment"})
@@ -72,6 +72,16 @@ func (r *Router) PushReq(from *peer.Session, q *peer.PushReq) {
 		res, err := r.opt.Core.PushLocal(context.Background(), spec)
 		a := peer.PushAns{Corr: corr}
 		var ie *core.InputError
+		if err == nil && res.Duplicate {
+			// A key names one push: the home, which holds the first,
+			// checks that this is the same push again.
+			if first, ok, gerr := r.opt.Core.GetPush(res.ID); gerr == nil && ok {
+				if why := core.KeyReuseDiffers(&first, &spec); why != "" {
+					_ = from.SendPushAns(&peer.PushAns{Corr: corr, Status: peer.PushKeyReused, ID: first.ID, Reason: clip(why)})
+					return
+				}
+			}
+		}
 		switch {
 		case err == nil:
 			a.Status, a.ID, a.Fate, a.Duplicate, a.AcceptedAt = peer.PushAccepted, res.ID, uint8(res.Fate), res.Duplicate, res.AcceptedAt.UnixNano()

@@ -76,7 +76,8 @@ func New(opt Options) (*Router, error) {
 	r.links.Store(&empty)
 	srv, err := peer.Listen(peer.ServerOptions{
 		Addr: opt.PeerAddr, Token: opt.Token, Handler: r, Logger: opt.Logger,
-		Self: peer.Hello{Ordinal: uint16(opt.Ordinal), Incarnation: opt.Incarnation},
+		Self:      peer.Hello{Ordinal: uint16(opt.Ordinal), Incarnation: opt.Incarnation},
+		OnSession: r.frontStarted,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listen for peers on %s: %w", opt.PeerAddr, err)
@@ -202,22 +203,22 @@ func (r *Router) link(o int) *peer.Link {
 }
 
 // Local implements core.Relay.
-func (r *Router) Local(u *wire.UUID) bool {
+func (r *Router) Local(u wire.UUID) bool {
 	m := r.m.Load()
-	return m == nil || m.OwnerOf(*u) == r.opt.Ordinal
+	return m == nil || m.OwnerOf(u) == r.opt.Ordinal
 }
 
 // Phone implements core.Relay: the packet goes to the home as it came.
 // A packet that cannot be queued is dropped (the link counts it): the
 // phone sends it again with its next heartbeat.
-func (r *Router) Phone(now int64, m *wire.ClientMessage, tr state.Transport, from netip.AddrPort, conn any) {
-	home, _ := r.Home(m.UUID)
+func (r *Router) Phone(now int64, u wire.UUID, raw []byte, tr state.Transport, from netip.AddrPort, conn any) {
+	home, _ := r.Home(u)
 	l := r.link(home)
 	if l == nil {
 		r.srv.CountDrop(home, peer.DropLinkDown)
 		return
 	}
-	p := peer.PhonePacket{Arrival: now, Raw: m.Raw}
+	p := peer.PhonePacket{Arrival: now, Raw: raw}
 	if tr == state.TCP {
 		p.Route = peer.Route{Transport: peer.TCP, ConnID: r.connID(conn)}
 	} else {
@@ -319,6 +320,8 @@ func (r *Router) Push(ctx context.Context, p core.PushSpec) (core.PushResult, er
 			AcceptedAt: timeOf(ans.AcceptedAt), Duplicate: ans.Duplicate, Relayed: true, Home: home}, nil
 	case peer.PushInvalid:
 		return core.PushResult{}, &core.InputError{Msg: ans.Reason}
+	case peer.PushKeyReused:
+		return core.PushResult{}, &core.KeyReusedError{Key: p.Key, ID: ans.ID, Why: ans.Reason}
 	}
 	return core.PushResult{}, fmt.Errorf("home pod %d refused the push: %s", home, ans.Reason)
 }
@@ -333,4 +336,20 @@ func (r *Router) Stats() []peer.LinkStats {
 		out = append(out, l.Stats())
 	}
 	return append(out, r.srv.Stats()...)
+}
+
+// frontStarted runs when a front's stream comes up. A front that started
+// again (another incarnation) lost every TCP connection it held, and no
+// Detach will come for them: its phones are offline here until they
+// connect again, as on a single node when a connection closes.
+func (r *Router) frontStarted(ordinal int, incarnation uint64) {
+	go func() {
+		n := r.opt.Core.DetachConns(func(conn any) bool {
+			rc, ok := conn.(peer.RemoteConn)
+			return ok && rc.Ordinal() == ordinal && rc.Incarnation() != incarnation
+		})
+		if n > 0 {
+			r.log.Info("phones of a restarted pod's TCP connections are offline until they reconnect", "pod", ordinal, "phones", n)
+		}
+	}()
 }

@@ -15,6 +15,7 @@
   const TERMINAL = new Set(['acknowledged', 'superseded', 'expired']);
   const HEX32 = /^[0-9a-fA-F]{32}$/;
   const MAX_MASK = (1n << 64n) - 1n;
+  const NUM_SLOTS = 1024; // slotmap.NumSlots: fixed, only the owners change
 
   const $ = (id) => document.getElementById(id);
   const encoder = new TextEncoder();
@@ -35,6 +36,8 @@
     clientSeq: 0,
     pushes: new Map(), // push id -> {fate, badges: Set<Element>}
     seen: new Map(), // push id -> the latest fate the event stream told, for pushes not (yet) on the page
+    slotmap: null, // GET /v1/slotmap as last read, or {none: true, self} for a node without a map
+    shardsSeq: 0,
   };
 
   // ---------- small helpers ----------
@@ -139,7 +142,7 @@
   // ---------- the API ----------
 
   class APIError extends Error {
-    constructor(status, message) { super(message); this.status = status; }
+    constructor(status, message, data) { super(message); this.status = status; this.data = data; }
   }
 
   // The console is served at <base>/console/, the API at <base>/v1/.
@@ -172,7 +175,7 @@
       if (res.status === 401 && token && token === state.token && gen === state.gen) {
         signOut('The node refused the token (' + msg + '). Sign in again.');
       }
-      throw new APIError(res.status, msg);
+      throw new APIError(res.status, msg, data);
     }
     return data;
   }
@@ -242,6 +245,7 @@
     state.client = null;
     state.pushes.clear();
     state.seen.clear();
+    state.slotmap = null;
     clearData();
     $('nav').hidden = true;
     $('signout').hidden = true;
@@ -269,6 +273,8 @@
     setStreamState('off');
     show('status-error', '');
     $('client-card').hidden = true;
+    $('c-home-label').hidden = true;
+    $('c-home').hidden = true;
     $('push-panel').hidden = true;
     $('push-result').replaceChildren();
     $('push-history').replaceChildren();
@@ -277,6 +283,13 @@
     show('lookup-error', '');
     $('bulk-result').hidden = true;
     $('b-targets').value = '';
+    $('shards-none').hidden = true;
+    $('shards-map').hidden = true;
+    show('shards-error', '');
+    $('shards-updated').textContent = '';
+    for (const id of ['sh-self', 'sh-epoch', 'sh-slots', 'sh-share', 'sh-links', 'sh-links-note', 'sh-strip-summary']) $(id).textContent = '–';
+    $('sh-strip').replaceChildren();
+    $('sh-table').tBodies[0].replaceChildren();
     for (const f of [$('push-form'), $('bulk-form')]) {
       f.querySelector('.custom-data').value = '';
       setMask(f, 0n);
@@ -288,7 +301,7 @@
 
   // ---------- views ----------
 
-  const VIEWS = ['signin', 'dashboard', 'client', 'bulk'];
+  const VIEWS = ['signin', 'dashboard', 'client', 'bulk', 'shards'];
 
   function setView(view, focus) {
     const changed = state.view !== view;
@@ -298,7 +311,7 @@
       if (a.dataset.view === view) a.setAttribute('aria-current', 'page');
       else a.removeAttribute('aria-current');
     }
-    const title = { signin: 'Sign in', dashboard: 'Dashboard', client: 'Client', bulk: 'Bulk push' }[view];
+    const title = { signin: 'Sign in', dashboard: 'Dashboard', client: 'Client', bulk: 'Bulk push', shards: 'Shards' }[view];
     document.title = title + ' · pushnode console';
     if (view === 'signin') {
       if (focus) $('token').focus();
@@ -307,13 +320,14 @@
     }
   }
 
-  // Routes: #dashboard, #client, #client/uuid/HEX, #client/userId/ID, #bulk.
+  // Routes: #dashboard, #client, #client/uuid/HEX, #client/userId/ID, #bulk, #shards.
   function route() {
     if (!state.token) { setView('signin', false); return; }
     const parts = location.hash.replace(/^#/, '').split('/');
-    const view = ['dashboard', 'client', 'bulk'].includes(parts[0]) ? parts[0] : 'dashboard';
+    const view = ['dashboard', 'client', 'bulk', 'shards'].includes(parts[0]) ? parts[0] : 'dashboard';
     const was = state.view;
     setView(view, was !== null);
+    if (view === 'shards' && was !== 'shards') loadShards();
     if (view !== 'client') return;
     if ((parts[1] === 'uuid' || parts[1] === 'userId') && parts.length > 2) {
       let q;
@@ -391,11 +405,16 @@
       ['Largest custom message', fmtNum(st.maxContentLength) + ' bytes'],
       ['Event sequence', fmtNum(st.eventSeq)],
       ['Store incarnation', st.incarnation || '—'],
+      ['Ordinal', typeof st.ordinal === 'number' ? String(st.ordinal) : '—'],
+      ['Slot map', st.slotmap
+        ? 'epoch ' + st.slotmap.epoch + ': slots ' + (st.slotmap.slots ? st.slotmap.ranges + ' (' + fmtNum(st.slotmap.slots) + ')' : 'none')
+        : 'none: this node serves every slot'],
       ['Packets in', kv(st.packetsIn)],
       ['Packets out', kv(st.packetsOut)],
       ['Drops', kv(st.drops) || 'none'],
     ];
     $('node-facts').replaceChildren(...facts.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', {}, v)]));
+    if (state.view === 'shards') followShards(st);
 
     if (sample === false) return;
     const s = {
@@ -788,6 +807,8 @@
   async function lookup(by, q) {
     if (by === 'uuid') q = q.toLowerCase();
     state.client = { by, q, uuid: by === 'uuid' && HEX32.test(q) ? q : null };
+    $('c-home-label').hidden = true;
+    $('c-home').hidden = true;
     $('push-result').replaceChildren();
     $('push-history').replaceChildren();
     $('push-history-title').hidden = true;
@@ -814,6 +835,7 @@
       c.uuid = info.uuid;
       show('lookup-error', '');
       renderClient(info, c);
+      showHome(c, info.uuid);
     } catch (e) {
       if (seq !== state.clientSeq || c !== state.client) return;
       $('client-card').hidden = true;
@@ -891,6 +913,28 @@
         el('td', { 'data-label': 'Fate' }, b));
     });
     $('c-pending').tBodies[0].replaceChildren(...rows);
+  }
+
+  // In a PushNode of several pods, which pod keeps this client's record:
+  // a lookup on another pod is relayed there, so the card alone does not
+  // say. Hidden for a node without a slot map.
+  async function showHome(c, uuid) {
+    const hide = () => { $('c-home-label').hidden = true; $('c-home').hidden = true; };
+    let o;
+    try {
+      o = await call('v1/slotmap/owner?uuid=' + encodeURIComponent(uuid));
+    } catch {
+      if (c === state.client) hide();
+      return;
+    }
+    if (c !== state.client) return;
+    if (!o || !o.epoch) { hide(); return; }
+    const pod = podOfPeer(o.peer, o.ordinal);
+    const where = o.ordinal === o.self ? 'this pod' : 'this pod (ordinal ' + o.self + ') relays to it';
+    $('c-home').replaceChildren('ordinal ' + o.ordinal + (pod ? ', pod ' + pod : ''),
+      el('span', { class: 'muted', text: ' · ' + where + ' · slot ' + o.slot }));
+    $('c-home-label').hidden = false;
+    $('c-home').hidden = false;
   }
 
   async function onPush(ev) {
@@ -1010,6 +1054,140 @@
     $('bulk-result-title').focus();
   }
 
+  // ---------- shards ----------
+
+  // Reads the slot map; the peer links come from the status polls.
+  async function loadShards() {
+    const gen = state.gen;
+    const seq = ++state.shardsSeq;
+    let m;
+    try {
+      m = await call('v1/slotmap');
+    } catch (e) {
+      if (gen !== state.gen || seq !== state.shardsSeq) return;
+      if (e.status !== 404) {
+        show('shards-error', 'Cannot read the slot map: ' + e.message);
+        return;
+      }
+      // A node without a map says so with a 404 naming its ordinal; a node
+      // from before slot maps has no such endpoint and is not sharded either.
+      m = { none: true, self: e.data && typeof e.data.self === 'number' ? e.data.self : null };
+    }
+    if (gen !== state.gen || seq !== state.shardsSeq) return;
+    state.slotmap = m;
+    show('shards-error', '');
+    renderShards();
+  }
+
+  // Called with each status while the view is open: a new epoch (or a map
+  // given or taken away) reads the map again; otherwise only the links move.
+  function followShards(st) {
+    const m = state.slotmap;
+    if (!m) return;
+    const had = m.none ? null : m.epoch;
+    const has = st.slotmap ? st.slotmap.epoch : null;
+    if (had !== has) loadShards();
+    else renderShards();
+  }
+
+  // The pod behind a peer address when the address is the pod's own DNS
+  // name, as the operator writes it (<PushNode>-<ordinal>.<service>...:9977);
+  // '' for an IP or any other name.
+  function podOfPeer(addr, ordinal) {
+    const host = String(addr || '').replace(/:\d+$/, '');
+    if (!host || host.startsWith('[') || /^\d+(\.\d+){3}$/.test(host)) return '';
+    const label = host.split('.')[0];
+    const m = /.-(0|[1-9]\d{0,2})$/.exec(label);
+    return m && Number(m[1]) === ordinal ? label : '';
+  }
+
+  function pct(slots) {
+    return (100 * slots / NUM_SLOTS).toFixed(1) + '%';
+  }
+
+  function renderShards() {
+    const m = state.slotmap;
+    if (!m) return;
+    const st = state.status || {};
+    $('shards-updated').textContent = 'updated ' + new Date().toLocaleTimeString();
+    $('shards-none').hidden = !m.none;
+    $('shards-map').hidden = !!m.none;
+    if (m.none) {
+      const self = typeof m.self === 'number' ? m.self : st.ordinal;
+      $('shards-none-detail').textContent = 'It holds no slot map, so it is the home of every uuid' +
+        (typeof self === 'number' ? ' (this pod is ordinal ' + self + ')' : '') +
+        '. A PushNode with one pod runs this way; with more, the operator gives every pod a map.';
+      return;
+    }
+    const self = m.self;
+    const per = new Map(); // ordinal -> {ranges, slots}
+    const of = (o) => {
+      if (!per.has(o)) per.set(o, { ranges: [], slots: 0 });
+      return per.get(o);
+    };
+    for (const r of m.ranges || []) {
+      const p = of(r.ordinal);
+      p.ranges.push(r);
+      p.slots += r.to - r.from + 1;
+    }
+    const peers = m.peers || {};
+    for (const k of Object.keys(peers)) of(Number(k));
+    of(self);
+    const links = new Map((st.peers || []).map((p) => [p.ordinal, p]));
+    for (const o of links.keys()) if (o !== self) of(o);
+
+    const mine = of(self);
+    $('sh-self').textContent = String(self);
+    const selfPod = podOfPeer(peers[String(self)], self);
+    $('sh-self-note').textContent = selfPod ? 'pod ' + selfPod : 'its ordinal in the PushNode';
+    $('sh-epoch').textContent = fmtNum(m.epoch);
+    $('sh-slots').textContent = fmtNum(mine.slots);
+    $('sh-share').textContent = pct(mine.slots);
+    const down = [...links.values()].filter((p) => !p.up).map((p) => p.ordinal).sort((a, b) => a - b);
+    $('sh-links').textContent = links.size ? (links.size - down.length) + ' / ' + links.size + ' up' : '–';
+    $('sh-links-note').textContent = !links.size ? 'this pod reports no links'
+      : down.length ? 'down to ordinal ' + down.join(', ') : 'every link is up';
+
+    // Neighbouring ranges of other pods alternate shades, so that two of
+    // them side by side still show as two.
+    const rects = (m.ranges || []).map((r, i) => {
+      const cls = r.ordinal === self ? 'own' : 'other a' + (i % 2);
+      const rect = svgEl('rect', { class: cls, x: r.from, y: 0, width: r.to - r.from + 1, height: 24, 'data-ordinal': r.ordinal });
+      const title = svgEl('title', {});
+      title.textContent = 'ordinal ' + r.ordinal + ': slots ' + r.from + '–' + r.to;
+      rect.append(title);
+      return rect;
+    });
+    $('sh-strip').replaceChildren(...rects);
+    const owners = [...per.values()].filter((p) => p.slots > 0).length;
+    $('sh-strip-summary').textContent = owners + ' pod' + (owners === 1 ? '' : 's') + ' own slots, in ' +
+      (m.ranges || []).length + ' range' + ((m.ranges || []).length === 1 ? '' : 's');
+
+    const rows = [...per.keys()].sort((a, b) => a - b).map((o) => {
+      const p = per.get(o);
+      const link = links.get(o);
+      let b;
+      if (o === self) b = el('span', { class: 'badge', 'data-link': 'self', text: 'this pod' });
+      else if (link) {
+        b = el('span', {}, el('span', { class: 'badge', 'data-link': link.up ? 'up' : 'down', text: link.up ? 'up' : 'down' }));
+        // Why a link is down, as the pod last saw it.
+        if (!link.up && link.lastError) b.append(el('span', { class: 'muted small link-error', title: link.lastError, text: link.lastError }));
+      }
+      else b = el('span', { class: 'badge', 'data-link': 'unknown', text: 'not reported' });
+      const addr = peers[String(o)] || (link && link.addr) || '—';
+      return el('tr', { 'data-ordinal': o, class: o === self ? 'self' : null },
+        el('td', { 'data-label': 'Ordinal', class: 'mono' }, String(o),
+          podOfPeer(peers[String(o)], o) ? el('span', { class: 'muted small pod', text: podOfPeer(peers[String(o)], o) }) : null),
+        el('td', { 'data-label': 'Slots', text: fmtNum(p.slots) }),
+        el('td', { 'data-label': 'Share', text: pct(p.slots) }),
+        el('td', { 'data-label': 'Ranges', class: 'mono ranges' }, ...(p.ranges.length ? p.ranges.flatMap((r, i) =>
+          [i ? ', ' : null, el('span', { text: r.from === r.to ? String(r.from) : r.from + '–' + r.to })]) : ['none'])),
+        el('td', { 'data-label': 'Peer address', class: 'mono', text: addr }),
+        el('td', { 'data-label': 'Link' }, b));
+    });
+    $('sh-table').tBodies[0].replaceChildren(...rows);
+  }
+
   // ---------- start ----------
 
   function init() {
@@ -1020,6 +1198,7 @@
     $('client-refresh').addEventListener('click', () => refreshClient());
     $('push-form').addEventListener('submit', onPush);
     $('bulk-form').addEventListener('submit', onBulk);
+    $('shards-refresh').addEventListener('click', () => loadShards());
     $('b-targets').addEventListener('input', updateTargetCount);
     for (const r of document.querySelectorAll('#bulk-form input[name="entries"]')) r.addEventListener('change', updateTargetCount);
     setupMessageForm($('push-form'));
