@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -214,40 +215,37 @@ func (r *PushNodeReconciler) shardOf(ctx context.Context, pn *ddpushv1.PushNode,
 		return notReady(err.Error())
 	}
 	p.st.Name = ep.Pod
-	c := newShardClient(ep.URL, token)
-	ns, err := c.status(ctx)
+	c := api.NewClient(ep.URL, token)
+	c.HTTP.Timeout = nodeStatusTimeout
+	ns, err := c.Status(ctx)
 	if err != nil {
 		p.unreachable = true
 		return notReady(fmt.Sprintf("its API does not answer: %v", err))
 	}
 	p.st.Records, p.st.Online, p.stats = ns.Records, ns.Online, true
-	if ns.Ordinal != nil && *ns.Ordinal != i {
-		// Both would take themselves for the home of the same slots.
-		p.problem = fmt.Sprintf("pod %s runs as ordinal %d, not %d: its --ordinal or pod name is wrong", ep.Pod, *ns.Ordinal, i)
-		return notReady(p.problem)
-	}
-	held, err := c.slotMap(ctx)
-	if err != nil {
-		return notReady(fmt.Sprintf("cannot read its slot map: %v", err))
-	}
-	if !held.Supported {
-		p.problem = fmt.Sprintf("pod %s runs a node image that does not know slot maps (GET %s answered 404): "+
-			"a PushNode of more than one pod needs an image that does", ep.Pod, pathSlotMap)
-		return notReady(p.problem)
-	}
-	if held.Self != nil && *held.Self != i {
-		p.problem = fmt.Sprintf("pod %s runs as ordinal %d, not %d: its --ordinal or pod name is wrong", ep.Pod, *held.Self, i)
-		return notReady(p.problem)
-	}
-	p.held = held.Map.Epoch()
+	held, self, err := heldSlotMap(ctx, c)
+	var old *errOldImage
 	switch {
-	case held.Map.Equal(m):
-	case !held.Map.IsZero() && (held.Map.Epoch() > m.Epoch() || held.Map.Epoch() == m.Epoch()):
+	case errors.As(err, &old):
+		p.problem = fmt.Sprintf("pod %s runs a node image that does not know slot maps (%v): "+
+			"a PushNode of more than one pod needs an image that does", ep.Pod, old.err)
+		return notReady(p.problem)
+	case err != nil:
+		return notReady(fmt.Sprintf("cannot read its slot map: %v", err))
+	case self != i:
+		// Both would take themselves for the home of the same slots.
+		p.problem = fmt.Sprintf("pod %s runs as ordinal %d, not %d: its --ordinal or pod name is wrong", ep.Pod, self, i)
+		return notReady(p.problem)
+	}
+	p.held = held.Epoch()
+	switch {
+	case held.Equal(m):
+	case !held.IsZero() && held.Epoch() >= m.Epoch():
 		p.newer = true
-		p.st.MapEpoch = int64(held.Map.Epoch())
-		return notReady(fmt.Sprintf("it holds slot map epoch %d, which differs from epoch %d; a new epoch is handed out", held.Map.Epoch(), m.Epoch()))
+		p.st.MapEpoch = int64(held.Epoch())
+		return notReady(fmt.Sprintf("it holds slot map epoch %d, which differs from epoch %d; a new epoch is handed out", held.Epoch(), m.Epoch()))
 	default:
-		if err := c.putSlotMap(ctx, m); err != nil {
+		if _, err := c.PutSlotMap(ctx, m); err != nil {
 			var se *api.StatusError
 			// 400: the map is wrong; 409 with the epoch checked just
 			// before: the node takes no map (started without --peer-addr).
@@ -257,7 +255,7 @@ func (r *PushNodeReconciler) shardOf(ctx context.Context, pn *ddpushv1.PushNode,
 			}
 			return notReady(fmt.Sprintf("handing it slot map epoch %d failed: %v", m.Epoch(), err))
 		}
-		logf.FromContext(ctx).Info("handed the slot map to a pod", "pod", ep.Pod, "epoch", m.Epoch(), "slots", m.Ranges(i), "previous", held.Map.Epoch())
+		logf.FromContext(ctx).Info("handed the slot map to a pod", "pod", ep.Pod, "epoch", m.Epoch(), "slots", m.Ranges(i), "previous", held.Epoch())
 	}
 	p.st.MapEpoch = int64(m.Epoch())
 	if !ns.Ready {
@@ -269,4 +267,44 @@ func (r *PushNodeReconciler) shardOf(ctx context.Context, pn *ddpushv1.PushNode,
 	}
 	p.st.Ready = true
 	return p
+}
+
+// errOldImage says a node does not serve slot maps at all.
+type errOldImage struct{ err error }
+
+func (e *errOldImage) Error() string { return e.err.Error() }
+
+// heldSlotMap reads the map a pod holds (the zero Map when it has none)
+// and the ordinal the pod takes itself for.
+func heldSlotMap(ctx context.Context, c *api.Client) (slotmap.Map, int, error) {
+	sm, err := c.SlotMap(ctx)
+	var none *api.NoSlotMapError
+	if errors.As(err, &none) {
+		if none.Self < 0 {
+			// A 404 that does not name the pod's ordinal is a router
+			// without the path: an image from before sharding.
+			return slotmap.Map{}, 0, &errOldImage{err}
+		}
+		return slotmap.Map{}, none.Self, nil
+	}
+	if err != nil {
+		return slotmap.Map{}, 0, err
+	}
+	ranges := make([]slotmap.Range, len(sm.Ranges))
+	for i, r := range sm.Ranges {
+		ranges[i] = slotmap.Range{From: r.From, To: r.To, Ordinal: r.Ordinal}
+	}
+	peers := make(map[int]string, len(sm.Peers))
+	for k, a := range sm.Peers {
+		o, err := strconv.Atoi(k)
+		if err != nil {
+			return slotmap.Map{}, 0, fmt.Errorf("the pod's slot map names peer %q, not an ordinal", k)
+		}
+		peers[o] = a
+	}
+	m, err := slotmap.New(sm.Epoch, ranges, peers)
+	if err != nil {
+		return slotmap.Map{}, 0, fmt.Errorf("the pod holds a slot map the operator cannot read: %w", err)
+	}
+	return m, sm.Self, nil
 }
