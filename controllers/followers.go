@@ -87,6 +87,8 @@ func (f *Followers) NeedLeaderElection() bool { return true }
 type follower struct {
 	key    podKey
 	cancel context.CancelFunc
+	// kick ends the loop's wait between attempts: the pod is back.
+	kick chan struct{}
 	// pos is where the follower is in the node's event log; only its
 	// run loop uses it.
 	pos    cursor
@@ -113,7 +115,7 @@ func (f *Followers) Ensure(node types.NamespacedName, replicas int) {
 			continue
 		}
 		ctx, cancel := context.WithCancel(f.ctx)
-		l := &follower{key: key, cancel: cancel, fates: map[string]Fate{}, synced: map[string]int{}}
+		l := &follower{key: key, cancel: cancel, kick: make(chan struct{}, 1), fates: map[string]Fate{}, synced: map[string]int{}}
 		f.loops[key] = l
 		go f.run(ctx, l)
 	}
@@ -127,6 +129,18 @@ func (f *Followers) Stop(node types.NamespacedName) {
 		if key.node == node {
 			l.cancel()
 			delete(f.loops, key)
+		}
+	}
+}
+
+// Kick has the follower of a pod try again now rather than at the end of
+// its backoff: the pod was seen coming back, and the messages homed there
+// should not wait up to the longest backoff for their events.
+func (f *Followers) Kick(node types.NamespacedName, ordinal int) {
+	if l := f.loop(podKey{node, ordinal}); l != nil {
+		select {
+		case l.kick <- struct{}{}:
+		default:
 		}
 	}
 }
@@ -255,8 +269,10 @@ func (f *Followers) run(ctx context.Context, l *follower) {
 		case <-ctx.Done():
 			return false
 		case <-time.After(backoff):
+			backoff = min(backoff*2, 30*time.Second)
+		case <-l.kick:
+			backoff = time.Second
 		}
-		backoff = min(backoff*2, 30*time.Second)
 		return true
 	}
 	for ctx.Err() == nil {

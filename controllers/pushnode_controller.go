@@ -150,6 +150,7 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	st := pn.Status.DeepCopy()
 	problems = r.fillStatus(ctx, &pn, st, stsPtr, problems)
 	before := slices.Clone(pn.Status.Conditions)
+	beforePods := slices.Clone(pn.Status.Pods)
 	if !equality.Semantic.DeepEqual(&pn.Status, st) {
 		pn.Status = *st
 		if err := r.Client.Status().Update(ctx, &pn); err != nil {
@@ -177,11 +178,14 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if anyPodReady(st) {
 			r.Followers.Ensure(req.NamespacedName, replicasOf(&pn))
 		}
+		for _, o := range podsBack(beforePods, st.Pods) {
+			r.Followers.Kick(req.NamespacedName, o)
+		}
 		// A pod that comes back on its own (a process restart inside its
 		// container) changes nothing the operator watches, and must get
 		// its map and be counted again.
 		if !meta.IsStatusConditionTrue(st.Conditions, ConditionShardsAvailable) {
-			return ctrl.Result{RequeueAfter: shardRecheck}, nil
+			return ctrl.Result{RequeueAfter: ShardRecheck}, nil
 		}
 		return ctrl.Result{RequeueAfter: StatusRefresh}, nil
 	}
@@ -321,9 +325,24 @@ func (r *PushNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // pushNodeWorkers is how many PushNodes are reconciled at once.
 const pushNodeWorkers = 4
 
-// shardRecheck is how soon a sharded PushNode with a pod down is looked
+// ShardRecheck is how soon a sharded PushNode with a pod down is looked
 // at again.
-const shardRecheck = 5 * time.Second
+const ShardRecheck = 5 * time.Second
+
+// podsBack lists the ordinals ready now and not before.
+func podsBack(before, now []ddpushv1.PushNodePodStatus) []int {
+	was := map[int32]bool{}
+	for _, p := range before {
+		was[p.Ordinal] = p.Ready
+	}
+	var out []int
+	for _, p := range now {
+		if p.Ready && !was[p.Ordinal] {
+			out = append(out, int(p.Ordinal))
+		}
+	}
+	return out
+}
 
 func anyPodReady(st *ddpushv1.PushNodeStatus) bool {
 	for _, p := range st.Pods {

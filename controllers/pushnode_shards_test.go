@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -206,6 +207,22 @@ func TestShardedPushNodeObjectsAndStatus(t *testing.T) {
 		t.Errorf("pod 2 share %+v", p)
 	}
 
+	// The pod template compares equal to what the API server made of it
+	// (the downward-API env, the peer port): reconciles, every few seconds
+	// while the pods are down, leave the StatefulSet alone.
+	var sts appsv1.StatefulSet
+	must(t, k8s.Get(ctx, key, &sts))
+	c := container0(t, &sts)
+	if *sts.Spec.Replicas != 3 || len(c.Args) != 1 || c.Args[0] != "--peer-addr=:9977" {
+		t.Errorf("StatefulSet replicas %d args %v", *sts.Spec.Replicas, c.Args)
+	}
+	rv := sts.ResourceVersion
+	time.Sleep(2*controllers.ShardRecheck + time.Second)
+	must(t, k8s.Get(ctx, key, &sts))
+	if sts.ResourceVersion != rv {
+		t.Errorf("the StatefulSet was rewritten by reconciles that changed nothing (resourceVersion %s -> %s)", rv, sts.ResourceVersion)
+	}
+
 	// The locator's home agrees with the map, for uuids and user ids.
 	for _, user := range usersOnEveryShard(t, 3, "loc-") {
 		o, err := controllers.HomeOrdinal(got, userUUID(user))
@@ -389,4 +406,12 @@ func TestShardedPushNodeMovesPastANewerEpoch(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func container0(t *testing.T, sts *appsv1.StatefulSet) corev1.Container {
+	t.Helper()
+	if len(sts.Spec.Template.Spec.Containers) != 1 {
+		t.Fatalf("containers %+v", sts.Spec.Template.Spec.Containers)
+	}
+	return sts.Spec.Template.Spec.Containers[0]
 }

@@ -75,8 +75,8 @@ func TestPodDisruptionBudget(t *testing.T) {
 
 func TestStatefulSetOfOnePodHasNoPeerLink(t *testing.T) {
 	c := container(t, buildSTS(t, newPN()))
-	if len(c.Args) != 0 {
-		t.Errorf("args %v: a single pod has no peers", c.Args)
+	if len(c.Args) != 0 || len(c.Env) != 0 {
+		t.Errorf("args %v env %v: a single pod has no peers", c.Args, c.Env)
 	}
 	for _, p := range c.Ports {
 		if p.Name == PortPeer || p.ContainerPort == PeerPort {
@@ -104,6 +104,10 @@ func TestStatefulSetShardedPods(t *testing.T) {
 	c := container(t, sts)
 	if !slices.Equal(c.Args, []string{"--peer-addr=:9977"}) {
 		t.Errorf("args %v", c.Args)
+	}
+	if len(c.Env) != 1 || c.Env[0].Name != "POD_NAME" || c.Env[0].ValueFrom == nil || c.Env[0].ValueFrom.FieldRef == nil ||
+		c.Env[0].ValueFrom.FieldRef.FieldPath != "metadata.name" || c.Env[0].ValueFrom.FieldRef.APIVersion != "v1" {
+		t.Errorf("env %+v: want POD_NAME from the pod's name, with the apiVersion the server would default", c.Env)
 	}
 	var peer *corev1.ContainerPort
 	for i := range c.Ports {

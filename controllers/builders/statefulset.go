@@ -140,6 +140,7 @@ func PodTemplate(pn *ddpushv1.PushNode, defaultImage string) corev1.PodTemplateS
 		corev1.ContainerPort{Name: PortPush, ContainerPort: s.Ports.Push, Protocol: corev1.ProtocolTCP},
 		corev1.ContainerPort{Name: PortHTTP, ContainerPort: s.Ports.HTTP, Protocol: corev1.ProtocolTCP})
 	var args []string
+	var env []corev1.EnvVar
 	if Sharded(pn) {
 		// Only pods that share the uuids get the peer link: a one-pod
 		// PushNode keeps the pod template it always had, so upgrading
@@ -147,6 +148,10 @@ func PodTemplate(pn *ddpushv1.PushNode, defaultImage string) corev1.PodTemplateS
 		// from its pod name ($HOSTNAME ends in -N).
 		ports = append(ports, corev1.ContainerPort{Name: PortPeer, ContainerPort: PeerPort, Protocol: corev1.ProtocolTCP})
 		args = []string{"--peer-addr=:" + itoa(PeerPort)}
+		// The node reads its ordinal from $POD_NAME before $HOSTNAME,
+		// which a pod spec can set to something else.
+		env = []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
+			FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "metadata.name"}}}}
 	}
 	probe := func(path string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
@@ -188,6 +193,7 @@ func PodTemplate(pn *ddpushv1.PushNode, defaultImage string) corev1.PodTemplateS
 				ImagePullPolicy:          pullPolicy,
 				Command:                  []string{NodeCommand},
 				Args:                     args,
+				Env:                      env,
 				EnvFrom:                  []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: ConfigMapName(pn)}}}},
 				Ports:                    ports,
 				Resources:                s.Resources,
