@@ -3,6 +3,7 @@ package controllers_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -24,6 +25,7 @@ import (
 	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
 	"github.com/ddpush/ddpush-operator/controllers"
 	"github.com/ddpush/ddpush-operator/controllers/builders"
+	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/nodetest"
 	"github.com/ddpush/ddpush-operator/node/phone"
 	"github.com/ddpush/ddpush-operator/node/slotmap"
@@ -304,6 +306,15 @@ func TestShardedPushNodeDelivers(t *testing.T) {
 		}
 	}
 
+	// A uuid target, in capitals, finds the same home as the node computes.
+	byUUID := &ddpushv1.PushMessage{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "by-uuid"},
+		Spec: ddpushv1.PushMessageSpec{PushNodeName: f.name, UUID: strings.ToUpper(userUUID(users[2])), Kind: ddpushv1.KindCustom, Data: "by uuid"}}
+	must(t, k8s.Create(ctx, byUUID))
+	expectCustom(t, phones[2], "by uuid")
+	if got := waitPhase(t, f.ns, "by-uuid", ddpushv1.PhaseDelivered); got.Status.NodePod != f.name+"-2" {
+		t.Errorf("by-uuid went to %s", got.Status.NodePod)
+	}
+
 	// Pod 1 goes away.
 	_ = f.procs[1].Cmd.Process.Kill()
 	eventually(t, 30*time.Second, "pod 1 reported down", func() error {
@@ -414,4 +425,32 @@ func container0(t *testing.T, sts *appsv1.StatefulSet) corev1.Container {
 		t.Fatalf("containers %+v", sts.Spec.Template.Spec.Containers)
 	}
 	return sts.Spec.Template.Spec.Containers[0]
+}
+
+// A PushNode of one pod is what it always was: no slot map handed out or
+// recorded, no per-pod status, no ShardsAvailable condition.
+func TestSinglePodPushNodeHasNoSlotMap(t *testing.T) {
+	loc := &testLocator{}
+	startManager(t, loc)
+	f := startNode(t, loc)
+	p := f.phone(t, "50005")
+	pm := f.message("single", "50005", ddpushv1.KindCustom)
+	pm.Spec.Data = "whole"
+	must(t, k8s.Create(context.Background(), pm))
+	expectCustom(t, p, "whole")
+	waitPhase(t, f.ns, "single", ddpushv1.PhaseDelivered)
+	pn := getPN(t, f.ns, f.name)
+	if pn.Status.SlotMap != nil || len(pn.Status.Pods) != 0 || shardsAvailable(pn) != nil {
+		t.Errorf("status of a single pod: slotMap %+v pods %+v ShardsAvailable %+v", pn.Status.SlotMap, pn.Status.Pods, shardsAvailable(pn))
+	}
+	token, err := controllers.ReadToken(context.Background(), k8s, pn)
+	must(t, err)
+	var none *api.NoSlotMapError
+	if _, err := api.NewClient("http://"+f.proc.HTTP, token).SlotMap(context.Background()); !errors.As(err, &none) {
+		t.Errorf("the node's slot map: %v; want none", err)
+	}
+	var pdb policyv1.PodDisruptionBudget
+	if err := k8s.Get(context.Background(), types.NamespacedName{Namespace: f.ns, Name: f.name}, &pdb); err == nil {
+		t.Errorf("a single pod has a PodDisruptionBudget")
+	}
 }
