@@ -315,6 +315,15 @@ func TestShardedPushNodeDelivers(t *testing.T) {
 		t.Errorf("by-uuid went to %s", got.Status.NodePod)
 	}
 
+	// Pushes to offline phones, one per shard, wait in their homes' stores.
+	offline := usersOnEveryShard(t, 3, "offline-")
+	for i, u := range offline {
+		pm := &ddpushv1.PushMessage{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: fmt.Sprintf("queued-%d", i)},
+			Spec: ddpushv1.PushMessageSpec{PushNodeName: f.name, UserID: u, Kind: ddpushv1.KindCustom, Data: fmt.Sprintf("queued %d", i)}}
+		must(t, k8s.Create(ctx, pm))
+		waitPhase(t, f.ns, pm.Name, ddpushv1.PhaseQueued)
+	}
+
 	// Pod 1 goes away.
 	_ = f.procs[1].Cmd.Process.Kill()
 	eventually(t, 30*time.Second, "pod 1 reported down", func() error {
@@ -369,6 +378,21 @@ func TestShardedPushNodeDelivers(t *testing.T) {
 	got := waitPhase(t, f.ns, "again-1", ddpushv1.PhaseDelivered)
 	if got.Status.NodePod != f.name+"-1" {
 		t.Errorf("again-1 went to %s", got.Status.NodePod)
+	}
+
+	// The push queued on pod 1 went with its store; those queued on the
+	// other pods, whose stores are the same, are untouched and delivered.
+	got = waitPhase(t, f.ns, "queued-1", ddpushv1.PhaseFailed)
+	if got.Status.Reason != controllers.ReasonNodeStoreReplaced {
+		t.Errorf("queued-1: %s: %s", got.Status.Reason, got.Status.Message)
+	}
+	for _, i := range []int{0, 2} {
+		name := fmt.Sprintf("queued-%d", i)
+		if m := getPM(t, f.ns, name); m.Status.Phase != ddpushv1.PhaseQueued {
+			t.Errorf("%s: %s %s: %s", name, m.Status.Phase, m.Status.Reason, m.Status.Message)
+		}
+		expectCustom(t, f.phoneOn(t, i, offline[i]), fmt.Sprintf("queued %d", i))
+		waitPhase(t, f.ns, name, ddpushv1.PhaseDelivered)
 	}
 }
 
