@@ -323,8 +323,9 @@ func (n *Node) Stop(ctx context.Context) error {
 		stopping.Wait()
 		// Peers after the listeners, whose last pushes may be relayed, and
 		// before UDP, which sends what homes relay back to phones here.
+		// The relay stays set: a closed router drops or refuses what is
+		// not homed here, where dropping the relay would apply it here.
 		if n.shard != nil {
-			n.core.SetRelay(nil)
 			_ = n.shard.Close()
 		}
 		// UDP last: heartbeats are still applied, and pushes answered

@@ -142,10 +142,14 @@ type BulkResult struct {
 	ID     uint64 `json:"id,omitempty"`
 	Fate   string `json:"fate,omitempty"`
 	Error  string `json:"error,omitempty"`
+	// Unknown is set with Error when the target's home pod (of a sharded
+	// PushNode) did not answer in time: the push may have been accepted.
+	Unknown bool `json:"unknown,omitempty"`
 }
 
 // BulkPushResponse answers POST /v1/pushes/bulk: 200 when any target
-// was accepted, 503 when the node could make none of them durable.
+// was accepted, 503 when none was (each certainly refused), 504 when none
+// was accepted and for some the outcome is unknown.
 type BulkPushResponse struct {
 	Accepted int          `json:"accepted"`
 	Rejected int          `json:"rejected"`

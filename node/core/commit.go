@@ -217,6 +217,10 @@ func (c *Core) commit(w *committer, ops []*op) error {
 		if o.expire {
 			continue
 		}
+		if nb := o.push.NotAfter; !nb.IsZero() && now.After(nb) {
+			o.err = ErrTooLate
+			continue
+		}
 		c.stagePush(w, stage, now, o)
 	}
 	for _, o := range ops {

@@ -2,6 +2,7 @@ package core
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -20,7 +21,15 @@ type PushSpec struct {
 	// Key makes the push idempotent: a second push with the same key
 	// returns the first one's result instead of pushing again.
 	Key string
+	// NotAfter, when set, is the last moment the push may start being
+	// committed; later it is refused with ErrTooLate. A pod relaying the
+	// push sets it to before it stops waiting for the answer, so that a
+	// push it could only answer "outcome unknown" is not committed.
+	NotAfter time.Time
 }
+
+// ErrTooLate refuses a push whose NotAfter passed before its commit began.
+var ErrTooLate = errors.New("the pod that relayed the push stopped waiting for it before its commit began")
 
 // PushResult says what became of an accepted push.
 type PushResult struct {

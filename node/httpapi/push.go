@@ -263,11 +263,17 @@ func (a *API) bulk(w http.ResponseWriter, r *http.Request) {
 		}(j)
 	}
 	var refused error
+	unknown := 0
 	for range jobs {
 		d := <-ch
 		if d.err != nil {
 			refused = d.err
 			resp.Results[d.idx].Error = d.err.Error()
+			var ue *shard.UnreachableError
+			if errors.As(d.err, &ue) && ue.Unknown {
+				resp.Results[d.idx].Unknown = true
+				unknown++
+			}
 			st.Push(stats.FromHTTP, spec.Kind, stats.PushRejected)
 			continue
 		}
@@ -285,7 +291,11 @@ func (a *API) bulk(w http.ResponseWriter, r *http.Request) {
 	// Nothing accepted because the node could not make it durable: say
 	// so in the status, as a single push does, not only in the body.
 	code := http.StatusOK
-	if resp.Accepted == 0 && refused != nil {
+	switch {
+	case resp.Accepted == 0 && unknown > 0:
+		code = http.StatusGatewayTimeout
+		resp.Error = fmt.Sprintf("no target is known to be accepted: for %d the home pod did not answer in time, so they may have been (see each result)", unknown)
+	case resp.Accepted == 0 && refused != nil:
 		code = http.StatusServiceUnavailable
 		resp.Error = "no target was accepted: the pushes could not be made durable: " + refused.Error()
 	}

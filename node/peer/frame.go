@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
@@ -46,7 +47,7 @@ func (t Type) String() string {
 
 const (
 	// ProtocolVersion is sent in Hello; both sides must speak the same.
-	ProtocolVersion = 1
+	ProtocolVersion = 2
 	// MaxFrameBody bounds one frame's body.
 	MaxFrameBody = 256 << 10
 	// MaxBatchBytes bounds one stream message (a send queue's bytes).
@@ -314,16 +315,23 @@ func (d *Detach) decode(b []byte) error {
 // PushReq is a push a front relays to the uuid's home. Corr is set by
 // the Link.
 type PushReq struct {
-	Corr    uint64
-	UUID    wire.UUID
-	Kind    uint8
-	Bits    uint64
+	Corr uint64
+	UUID wire.UUID
+	Kind uint8
+	Bits uint64
+	// Budget (0 for none) is how long the home may take to start
+	// committing the push, counted from when it reads the frame: the
+	// front stops waiting somewhat later, and a push it could then only
+	// answer "outcome unknown" must not be committed (see
+	// core.PushSpec.NotAfter). A duration, not a time, so that clocks of
+	// pods need not agree.
+	Budget  time.Duration
 	Key     string // idempotency key, at most MaxKeyLen bytes
 	Payload []byte // at most MaxPayloadLen bytes
 }
 
 func (r *PushReq) size() int {
-	return 8 + wire.UUIDLen + 1 + 8 + uvarintLen(uint64(len(r.Key))) + len(r.Key) + len(r.Payload)
+	return 8 + wire.UUIDLen + 1 + 8 + 8 + uvarintLen(uint64(len(r.Key))) + len(r.Key) + len(r.Payload)
 }
 
 func (r *PushReq) check() error {
@@ -341,13 +349,14 @@ func (r *PushReq) appendBody(b []byte) []byte {
 	b = append(b, r.UUID[:]...)
 	b = append(b, r.Kind)
 	b = binary.BigEndian.AppendUint64(b, r.Bits)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Budget))
 	b = binary.AppendUvarint(b, uint64(len(r.Key)))
 	b = append(b, r.Key...)
 	return append(b, r.Payload...)
 }
 
 func (r *PushReq) decode(b []byte) error {
-	const fixed = 8 + wire.UUIDLen + 1 + 8
+	const fixed = 8 + wire.UUIDLen + 1 + 8 + 8
 	if len(b) < fixed {
 		return badf("push request of %d bytes", len(b))
 	}
@@ -355,6 +364,10 @@ func (r *PushReq) decode(b []byte) error {
 	r.UUID = wire.UUID(b[8:])
 	r.Kind = b[24]
 	r.Bits = binary.BigEndian.Uint64(b[25:])
+	r.Budget = time.Duration(binary.BigEndian.Uint64(b[33:]))
+	if r.Budget < 0 {
+		return badf("push request budget %d", r.Budget)
+	}
 	b = b[fixed:]
 	n, b, err := readUvarint(b)
 	if err != nil {

@@ -58,6 +58,9 @@ func (r *Router) Detach(from *peer.Session, d *peer.Detach) {
 // PushReq implements peer.HomeHandler.
 func (r *Router) PushReq(from *peer.Session, q *peer.PushReq) {
 	spec := core.PushSpec{UUID: q.UUID, Kind: state.Kind(q.Kind), Bits: q.Bits, Key: q.Key}
+	if q.Budget > 0 {
+		spec.NotAfter = time.Now().Add(q.Budget)
+	}
 	if len(q.Payload) > 0 {
 		spec.Payload = bytes.Clone(q.Payload)
 	}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ddpush/ddpush-operator/node/core"
 	"github.com/ddpush/ddpush-operator/node/peer"
@@ -285,6 +286,15 @@ func (r *Router) ToPhoneUDP(front int, to netip.AddrPort, msg []byte) {
 	_ = r.srv.SendToPhone(front, &peer.ToPhone{Route: peer.Route{Transport: peer.UDP, Addr: to}, Bytes: msg})
 }
 
+const (
+	// relayWait is how long a front waits for a home's answer to a push.
+	relayWait = 5 * time.Second
+	// commitMargin is what is left of relayWait after the last moment a
+	// home may start committing: enough for a commit (a few fsyncs) and
+	// the answer's way back.
+	commitMargin = 2 * time.Second
+)
+
 // UnreachableError is a push whose home did not answer.
 type UnreachableError struct {
 	Home int
@@ -310,7 +320,20 @@ func (r *Router) Push(ctx context.Context, p core.PushSpec) (core.PushResult, er
 	if l == nil {
 		return core.PushResult{}, &UnreachableError{Home: home, Err: peer.ErrLinkDown}
 	}
-	ans, err := l.Push(ctx, peer.PushReq{UUID: p.UUID, Kind: uint8(p.Kind), Bits: p.Bits, Key: p.Key, Payload: p.Payload})
+	// The home may start the commit only while this pod still waits:
+	// an answer that comes after it gave up is "outcome unknown", which
+	// 9999 and the bulk API cannot tell from "refused".
+	wait := relayWait
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < wait {
+		wait = time.Until(d)
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	budget := wait - commitMargin
+	if budget <= 0 {
+		return core.PushResult{}, &UnreachableError{Home: home, Err: fmt.Errorf("%w: no time left to relay the push", peer.ErrNotSent)}
+	}
+	ans, err := l.Push(ctx, peer.PushReq{UUID: p.UUID, Kind: uint8(p.Kind), Bits: p.Bits, Key: p.Key, Payload: p.Payload, Budget: budget})
 	if err != nil {
 		return core.PushResult{}, &UnreachableError{Home: home, Unknown: errors.Is(err, peer.ErrOutcomeUnknown), Err: err}
 	}
