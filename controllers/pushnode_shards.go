@@ -29,10 +29,8 @@ const firstEpoch = 1
 // shardWorkers bounds the pods asked at once: a PushNode may have 512.
 const shardWorkers = 16
 
-// desiredSlotMap is the map pn's pods must hold: the even split of the
-// slots between its ordinals, at the epoch recorded in the status (the
-// first one for a new PushNode). bump moves past an epoch a pod already
-// used for another content.
+// desiredSlotMap is the map pn's pods must hold at epoch: the even split
+// of the slots between its ordinals, each with its peer address.
 func desiredSlotMap(pn *ddpushv1.PushNode, loc NodeLocator, epoch uint64) (slotmap.Map, error) {
 	n := replicasOf(pn)
 	peers := make(map[int]string, n)
