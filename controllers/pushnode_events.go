@@ -14,6 +14,9 @@ const (
 	EventNodeAvailable   = "NodeAvailable"
 	EventNodeUnavailable = "NodeUnavailable"
 	EventRecovered       = "Recovered"
+	// A pod of a sharded PushNode stops or starts serving its slots.
+	EventShardsUnavailable = "ShardsUnavailable"
+	EventShardsAvailable   = "ShardsAvailable"
 )
 
 // problemActions names, for a problem reason, what the operator was doing
@@ -24,6 +27,7 @@ var problemActions = map[string]string{
 	"StorageExpansionFailed": "ResizeStorage",
 	"NodeAPIUnreachable":     "ReadNodeStatus",
 	"NetworkPolicyFailed":    "Apply",
+	"ShardProblem":           "HandOutSlotMap",
 }
 
 // recordEvents tells `kubectl describe pn` what happened in one reconcile:
@@ -49,6 +53,17 @@ func (r *PushNodeReconciler) recordEvents(pn *ddpushv1.PushNode, before, after [
 			r.Recorder.Eventf(pn, nil, corev1.EventTypeNormal, EventNodeAvailable, "Reconcile", "%s", avail.Message)
 		case avail.Status != metav1.ConditionTrue && wasAvailable:
 			r.Recorder.Eventf(pn, nil, corev1.EventTypeWarning, EventNodeUnavailable, "Reconcile", "%s", avail.Message)
+		}
+	}
+	// Only changes, like Available: a pod down for an hour is one
+	// Warning, not one per look.
+	if shards := meta.FindStatusCondition(after, ConditionShardsAvailable); shards != nil {
+		was := meta.FindStatusCondition(before, ConditionShardsAvailable)
+		switch {
+		case shards.Status == metav1.ConditionFalse && was != nil && was.Status == metav1.ConditionTrue:
+			r.Recorder.Eventf(pn, nil, corev1.EventTypeWarning, EventShardsUnavailable, "Reconcile", "%s", shards.Message)
+		case shards.Status == metav1.ConditionTrue && was != nil && was.Status == metav1.ConditionFalse:
+			r.Recorder.Eventf(pn, nil, corev1.EventTypeNormal, EventShardsAvailable, "Reconcile", "%s", shards.Message)
 		}
 	}
 	if meta.IsStatusConditionTrue(before, ConditionDegraded) && meta.IsStatusConditionFalse(after, ConditionDegraded) {

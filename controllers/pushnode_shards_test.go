@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -55,13 +56,22 @@ func startSharded(t *testing.T, loc *testLocator, n int) *shardedFixture {
 	t.Helper()
 	ctx := context.Background()
 	f := &shardedFixture{ns: namespace(t), name: "shard", n: n, loc: loc, dir: t.TempDir()}
+	f.procs, f.peers = make([]*nodetest.Process, n), make([]string, n)
+	// The peer addresses are known before the PushNode exists, as a
+	// pod's DNS name is: the first map the operator computes is the one.
+	for i := range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		must(t, err)
+		f.peers[i] = l.Addr().String()
+		must(t, l.Close())
+		loc.setPod(types.NamespacedName{Namespace: f.ns, Name: f.name}, i, "", f.peers[i])
+	}
 	must(t, k8s.Create(ctx, newShardedPushNode(f.ns, f.name, int32(n))))
 	var sec corev1.Secret
 	eventually(t, 20*time.Second, "token secret", func() error {
 		return k8s.Get(ctx, types.NamespacedName{Namespace: f.ns, Name: f.name + "-api-token"}, &sec)
 	})
 	f.token = sec.Data["token"]
-	f.procs, f.peers = make([]*nodetest.Process, n), make([]string, n)
 	for i := range n {
 		f.start(t, i, "data-"+strconv.Itoa(i))
 	}
@@ -272,9 +282,13 @@ func TestShardedPushNodeDelivers(t *testing.T) {
 		return nil
 	})
 	pn := f.pn(t)
+	epoch := pn.Status.SlotMap.Epoch
+	if epoch != 1 {
+		t.Errorf("slot map epoch %d: the first map is epoch 1 and nothing changed it", epoch)
+	}
 	for i := range 3 {
 		code, m := f.getSlotMap(t, i)
-		if code != http.StatusOK || m["epoch"] != float64(1) || m["self"] != float64(i) {
+		if code != http.StatusOK || m["epoch"] != float64(epoch) || m["self"] != float64(i) {
 			t.Fatalf("pod %d holds %d %v", i, code, m)
 		}
 		peers, _ := m["peers"].(map[string]any)
@@ -282,7 +296,7 @@ func TestShardedPushNodeDelivers(t *testing.T) {
 			t.Errorf("pod %d's peers %v; want the pods' peer listeners %v", i, peers, f.peers)
 		}
 		p := pn.Status.Pods[i]
-		if !p.Ready || p.MapEpoch != 1 || p.Slots == "" {
+		if !p.Ready || p.MapEpoch != epoch || p.Slots == "" {
 			t.Errorf("pod %d status %+v", i, p)
 		}
 	}
@@ -344,6 +358,7 @@ func TestShardedPushNodeDelivers(t *testing.T) {
 		}
 		return nil
 	})
+	waitEvent(t, f.ns, f.name, corev1.EventTypeWarning, controllers.EventShardsUnavailable, "pod shard-1 (slots 342-682, 33% of uuids) is not ready")
 	for i, u := range users {
 		pm := &ddpushv1.PushMessage{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: fmt.Sprintf("again-%d", i)},
 			Spec: ddpushv1.PushMessageSpec{PushNodeName: f.name, UserID: u, Kind: ddpushv1.KindCustom, Data: fmt.Sprintf("again %d", i)}}
@@ -368,7 +383,7 @@ func TestShardedPushNodeDelivers(t *testing.T) {
 		if c := shardsAvailable(f.pn(t)); c == nil || c.Status != metav1.ConditionTrue {
 			return fmt.Errorf("ShardsAvailable %+v", c)
 		}
-		if code, m := f.getSlotMap(t, 1); code != http.StatusOK || m["epoch"] != float64(1) {
+		if code, m := f.getSlotMap(t, 1); code != http.StatusOK || m["epoch"] != float64(epoch) {
 			return fmt.Errorf("pod 1 holds %d %v", code, m)
 		}
 		return nil
