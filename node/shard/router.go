@@ -52,6 +52,7 @@ type Router struct {
 	nextID  uint64
 
 	lookups atomic.Pointer[http.Handler]
+	clocks  frontClocks
 
 	bufs sync.Pool
 }
