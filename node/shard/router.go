@@ -186,11 +186,13 @@ func (r *Router) Links() []*peer.Link {
 	return out
 }
 
-// Home is the ordinal of u's home, and whether that is this pod.
+// Home is the ordinal of u's home, and whether that is this pod. Before
+// its first map a pod is home of nothing: it cannot know whose a uuid
+// is, and what it took as its own could belong to another pod (-1).
 func (r *Router) Home(u wire.UUID) (ordinal int, local bool) {
 	m := r.m.Load()
 	if m == nil {
-		return r.opt.Ordinal, true
+		return -1, false
 	}
 	o := m.OwnerOf(u)
 	return o, o == r.opt.Ordinal
@@ -207,7 +209,7 @@ func (r *Router) link(o int) *peer.Link {
 // Local implements core.Relay.
 func (r *Router) Local(u wire.UUID) bool {
 	m := r.m.Load()
-	return m == nil || m.OwnerOf(u) == r.opt.Ordinal
+	return m != nil && m.OwnerOf(u) == r.opt.Ordinal
 }
 
 // Phone implements core.Relay: the packet goes to the home as it came.
@@ -217,7 +219,11 @@ func (r *Router) Phone(now int64, u wire.UUID, raw []byte, tr state.Transport, f
 	home, _ := r.Home(u)
 	l := r.link(home)
 	if l == nil {
-		r.srv.CountDrop(home, peer.DropLinkDown)
+		if home < 0 {
+			r.opt.Core.Stats().Drop(stats.DropNoSlotMap)
+		} else {
+			r.srv.CountDrop(home, peer.DropLinkDown)
+		}
 		return
 	}
 	p := peer.PhonePacket{Arrival: now, Raw: raw}
@@ -306,6 +312,9 @@ type UnreachableError struct {
 }
 
 func (e *UnreachableError) Error() string {
+	if e.Home < 0 {
+		return "this pod has no slot map yet, so it cannot tell which pod is the uuid's home: the push was not accepted"
+	}
 	if e.Unknown {
 		return fmt.Sprintf("home pod %d did not answer, so whether the push was accepted is unknown (retry with the same idempotency key): %v", e.Home, e.Err)
 	}
