@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ddpush/ddpush-operator/node"
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/nodetest"
 	"github.com/ddpush/ddpush-operator/node/phone"
@@ -421,5 +423,43 @@ func TestShardedIdempotencyKeys(t *testing.T) {
 	got, err := pods[2].API.GetPush(ctx, first.ID)
 	if err != nil || got.Fate != "queued" {
 		t.Fatalf("the first push after the refused reuses: %+v %v", got, err)
+	}
+}
+
+// TestPeerTokenFile: with --peer-token-file, pods authenticate each other
+// with that secret and not with the API token app servers hold.
+func TestPeerTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	secret := func(name, v string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(v+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	same, other := secret("peer-a", "peer-secret"), secret("peer-b", "another-secret")
+	start := func(ordinal int, file string) *nodetest.Node {
+		return nodetest.Start(t, func(c *node.Config) { c.PeerAddr, c.Ordinal, c.PeerTokenFile = "127.0.0.1:0", ordinal, file })
+	}
+	a, b, c := start(0, same), start(1, same), start(2, other)
+	m, _ := slotmap.EvenSplit(3, 1, map[int]string{0: a.Shard().PeerAddr(), 1: b.Shard().PeerAddr(), 2: c.Shard().PeerAddr()})
+	for _, p := range []*nodetest.Node{a, b, c} {
+		if code, body := putMap(t, p, m); code != http.StatusOK {
+			t.Fatalf("PUT: %d %s", code, body)
+		}
+	}
+	nodetest.Eventually(t, 10*time.Second, func() error {
+		for _, l := range a.Shard().Links() {
+			if up := l.Up(); up != (l.PeerOrdinal() == 1) {
+				return fmt.Errorf("link 0->%d up=%v (%s)", l.PeerOrdinal(), up, l.LastError())
+			}
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond)
+	for _, l := range a.Shard().Links() {
+		if l.PeerOrdinal() == 2 && (l.Up() || !strings.Contains(l.LastError(), "token")) {
+			t.Fatalf("link to the pod with another peer secret: up=%v %q", l.Up(), l.LastError())
+		}
 	}
 }

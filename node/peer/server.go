@@ -77,6 +77,8 @@ type Server struct {
 type inbound struct {
 	ordinal int
 	cur     atomic.Pointer[Session]
+	liveMu  sync.Mutex
+	live    []*Session // every session of this ordinal still running, oldest first
 	st      counters
 	addr    atomic.Pointer[string]
 }
@@ -203,6 +205,31 @@ func (s *Server) Stats() []LinkStats {
 	return out
 }
 
+// end forgets a session that stopped. If it was the one answered on,
+// the newest session still running takes over: a stream that claimed
+// the ordinal and went away (another process with the token, or an old
+// stream of a front that reconnected) must not leave the front's own
+// live stream unused.
+func (in *inbound) end(sess *Session) {
+	in.liveMu.Lock()
+	defer in.liveMu.Unlock()
+	kept := in.live[:0]
+	for _, x := range in.live {
+		if x != sess {
+			kept = append(kept, x)
+		}
+	}
+	clear(in.live[len(kept):])
+	in.live = kept
+	if in.cur.Load() == sess {
+		var next *Session
+		if n := len(kept); n > 0 {
+			next = kept[n-1]
+		}
+		in.cur.Store(next)
+	}
+}
+
 func (s *Server) inbound(ordinal int) *inbound {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -284,7 +311,10 @@ func (s *Server) serve(ss grpc.ServerStream) error {
 	sess.in.st.batchesIn.Add(1)
 	// The newest stream from an ordinal is the one to answer on: a front
 	// opens a new one only after giving up the old.
+	sess.in.liveMu.Lock()
+	sess.in.live = append(sess.in.live, sess)
 	sess.in.cur.Store(sess)
+	sess.in.liveMu.Unlock()
 	if s.opt.OnSession != nil {
 		s.opt.OnSession(int(h.Ordinal), h.Incarnation)
 	}
@@ -309,7 +339,7 @@ func (s *Server) serve(ss grpc.ServerStream) error {
 	cancel()
 	<-werr
 	sess.in.st.drops[DropFlushed].Add(uint64(sess.q.setOpen(false)))
-	sess.in.cur.CompareAndSwap(sess, nil)
+	sess.in.end(sess)
 	s.log.Info("peer session down", "peer", h.Ordinal, "addr", from, "err", err)
 	return nil
 }
