@@ -368,7 +368,7 @@ func (n *Node) startShard(cfg Config, token string, ordinal int) error {
 	var inc [8]byte
 	_, _ = rand.Read(inc[:])
 	r, err := shard.New(shard.Options{
-		Ordinal: ordinal, Token: token, PeerAddr: cfg.PeerAddr, Core: n.core, Logger: n.log,
+		Ordinal: ordinal, Token: token, PeerAddr: cfg.PeerAddr, Core: n.core, Logger: n.log, FrontLostGrace: cfg.PeerLostGrace,
 		Incarnation: binary.BigEndian.Uint64(inc[:]),
 	})
 	if err != nil {

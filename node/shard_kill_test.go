@@ -226,6 +226,13 @@ func TestShardFrontKilledDetachesItsTCPPhones(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts and kills node processes")
 	}
+	t.Run("restarted", func(t *testing.T) { frontKilled(t, false) })
+	t.Run("gone", func(t *testing.T) { frontKilled(t, true) })
+}
+
+// frontKilled kills a front holding a TCP phone and either starts it
+// again or leaves it away.
+func frontKilled(t *testing.T, lost bool) {
 	base := t.TempDir()
 	var procs [2]*nodetest.Process
 	var dirs [2]string
@@ -235,7 +242,7 @@ func TestShardFrontKilledDetachesItsTCPPhones(t *testing.T) {
 		if err := os.MkdirAll(filepath.Dir(dirs[i]), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		procs[i] = nodetest.StartProcess(t, dirs[i], "--peer-addr", "127.0.0.1:0", "--ordinal", strconv.Itoa(i))
+		procs[i] = nodetest.StartProcess(t, dirs[i], "--peer-addr", "127.0.0.1:0", "--ordinal", strconv.Itoa(i), "--peer-lost-grace", "2s")
 		peers[i] = procs[i].Peer
 	}
 	m1, _ := slotmap.EvenSplit(2, 1, peers)
@@ -271,6 +278,11 @@ func TestShardFrontKilledDetachesItsTCPPhones(t *testing.T) {
 	// The home cannot tell a dead front from a slow one yet.
 	if err := online(true)(); err != nil {
 		t.Fatal(err)
+	}
+	if lost {
+		// It stays away past the grace (2 s here): its phones go offline.
+		nodetest.Eventually(t, 10*time.Second, online(false))
+		return
 	}
 	procs[0] = nodetest.StartProcess(t, dirs[0], "--peer-addr", "127.0.0.1:0", "--ordinal", "0")
 	peers[0] = procs[0].Peer

@@ -51,6 +51,9 @@ type ServerOptions struct {
 	// the front's ordinal and process incarnation, before any of its
 	// frames is handled. It must not block.
 	OnSession func(ordinal int, incarnation uint64)
+	// OnSessionEnd, when set, is called once a front's stream has ended
+	// and no frame of it will be handled any more. It must not block.
+	OnSessionEnd func(ordinal int, incarnation uint64)
 
 	// serverOptions are added by tests.
 	serverOptions []grpc.ServerOption
@@ -340,6 +343,9 @@ func (s *Server) serve(ss grpc.ServerStream) error {
 	<-werr
 	sess.in.st.drops[DropFlushed].Add(uint64(sess.q.setOpen(false)))
 	sess.in.end(sess)
+	if s.opt.OnSessionEnd != nil {
+		s.opt.OnSessionEnd(int(h.Ordinal), h.Incarnation)
+	}
 	s.log.Info("peer session down", "peer", h.Ordinal, "addr", from, "err", err)
 	return nil
 }
