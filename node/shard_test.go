@@ -244,7 +244,9 @@ func TestSlotMapAPI(t *testing.T) {
 		`{"epoch":1,"ranges":[{"from":0,"to":1023,"ordinal":512}],"peers":{"512":"a:1"}}`,
 		`{"epoch":1,"ranges":[{"from":0,"to":1024,"ordinal":0}],"peers":{"0":"a:1"}}`,
 		`{"epoch":-1,"ranges":[{"from":0,"to":1023,"ordinal":0}],"peers":{"0":"a:1"}}`,
-		`{"epoch":1,"ranges":[{"from":0,"to":1023,"ordinal":0}],"peers":{"0":""}}`} {
+		`{"epoch":1,"ranges":[{"from":0,"to":1023,"ordinal":0}],"peers":{"0":""}}`,
+		`{"epoch":18446744073709551615,"ranges":[{"from":0,"to":1023,"ordinal":0}],"peers":{"0":"a:1"}}`,
+		`{"epoch":1,"ranges":[{"from":0,"to":1023,"ordinal":0}],"peers":{"0":"a b:1"}}`} {
 		code, body := putMap(t, pod, bad)
 		if code != http.StatusBadRequest {
 			t.Errorf("PUT %s: %d %s, want 400", bad, code, body)

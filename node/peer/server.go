@@ -20,6 +20,7 @@ import (
 	grpcpeer "google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/ddpush/ddpush-operator/node/lograte"
 	"github.com/ddpush/ddpush-operator/node/slotmap"
 )
 
@@ -67,6 +68,7 @@ type Server struct {
 	gs      *grpc.Server
 	token   [sha256.Size]byte
 	refused atomic.Uint64
+	logs    *lograte.Limiter
 
 	mu     sync.Mutex
 	peers  map[int]*inbound
@@ -125,6 +127,7 @@ func Listen(opt ServerOptions) (*Server, error) {
 	s := &Server{
 		opt:       opt,
 		log:       opt.Logger,
+		logs:      lograte.New(opt.Logger, time.Second),
 		lis:       lis,
 		token:     sha256.Sum256([]byte("Bearer " + opt.Token)),
 		peers:     map[int]*inbound{},
@@ -247,7 +250,8 @@ func (s *Server) inbound(ordinal int) *inbound {
 func (s *Server) refuse(code codes.Code, format string, args ...any) error {
 	s.refused.Add(1)
 	err := status.Errorf(code, "peer link: "+format, args...)
-	s.log.Warn("peer stream refused", "err", err)
+	// Anyone who can reach the port can make this line: one per second.
+	s.logs.Log(slog.LevelWarn, "peer stream refused", "peer stream refused", "err", err)
 	return err
 }
 
