@@ -73,6 +73,13 @@ type Config struct {
 	// PeerAddr is where this pod listens for the other pods of a sharded
 	// PushNode; empty: the node is whole and takes no slot map.
 	PeerAddr string
+	// PeerTokenFile holds the secret the pods of a sharded PushNode
+	// authenticate each other with; empty uses the API token (which app
+	// servers hold too, so a separate secret is better).
+	PeerTokenFile string
+	// PeerLostGrace is how long another pod's link may stay away before
+	// the TCP phones it held count as offline here.
+	PeerLostGrace time.Duration
 	// Ordinal is this pod's ordinal; -1 takes it from the pod name
 	// ($POD_NAME, else $HOSTNAME, ending in -N). Used only with PeerAddr.
 	Ordinal int
@@ -87,6 +94,7 @@ func DefaultConfig() Config {
 		TCP:               true,
 		PushAddr:          ":9999",
 		Ordinal:           -1,
+		PeerLostGrace:     15 * time.Second,
 		HTTPAddr:          ":8080",
 		MaxContentLen:     wire.DefaultMaxContentLen,
 		OnlineWindow:      60 * time.Second,
@@ -156,6 +164,8 @@ func (c *Config) FlagSet(name string, output io.Writer) *flag.FlagSet {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve Go profiles under /debug/pprof/ on the HTTP port (bearer token required)")
 	fs.StringVar(&c.PeerAddr, "peer-addr", c.PeerAddr, "TCP address the other pods of a sharded PushNode reach this one at (unset: a whole node, no slot map)")
+	fs.StringVar(&c.PeerTokenFile, "peer-token-file", c.PeerTokenFile, "file holding the secret the pods of a sharded PushNode authenticate each other with (unset: the API token)")
+	fs.DurationVar(&c.PeerLostGrace, "peer-lost-grace", c.PeerLostGrace, "how long another pod's link may stay away before the TCP phones it held count as offline here")
 	fs.IntVar(&c.Ordinal, "ordinal", c.Ordinal, "this pod's ordinal in a sharded PushNode, 0-511 (-1: from the pod name in $POD_NAME or $HOSTNAME, which ends in -N)")
 	return fs
 }

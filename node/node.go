@@ -359,10 +359,16 @@ func (n *Node) Stop(ctx context.Context) error {
 // startShard makes the node one pod of a sharded PushNode: it listens for
 // the other pods and takes up the slot map it stored before a restart.
 func (n *Node) startShard(cfg Config, token string, ordinal int) error {
+	if cfg.PeerTokenFile != "" {
+		var err error
+		if token, err = readSecret(cfg.PeerTokenFile, "peer token file"); err != nil {
+			return err
+		}
+	}
 	var inc [8]byte
 	_, _ = rand.Read(inc[:])
 	r, err := shard.New(shard.Options{
-		Ordinal: ordinal, Token: token, PeerAddr: cfg.PeerAddr, Core: n.core, Logger: n.log,
+		Ordinal: ordinal, Token: token, PeerAddr: cfg.PeerAddr, Core: n.core, Logger: n.log, FrontLostGrace: cfg.PeerLostGrace,
 		Incarnation: binary.BigEndian.Uint64(inc[:]),
 	})
 	if err != nil {

@@ -226,6 +226,13 @@ func TestShardFrontKilledDetachesItsTCPPhones(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts and kills node processes")
 	}
+	t.Run("restarted", func(t *testing.T) { frontKilled(t, false) })
+	t.Run("gone", func(t *testing.T) { frontKilled(t, true) })
+}
+
+// frontKilled kills a front holding a TCP phone and either starts it
+// again or leaves it away.
+func frontKilled(t *testing.T, lost bool) {
 	base := t.TempDir()
 	var procs [2]*nodetest.Process
 	var dirs [2]string
@@ -235,7 +242,7 @@ func TestShardFrontKilledDetachesItsTCPPhones(t *testing.T) {
 		if err := os.MkdirAll(filepath.Dir(dirs[i]), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		procs[i] = nodetest.StartProcess(t, dirs[i], "--peer-addr", "127.0.0.1:0", "--ordinal", strconv.Itoa(i))
+		procs[i] = nodetest.StartProcess(t, dirs[i], "--peer-addr", "127.0.0.1:0", "--ordinal", strconv.Itoa(i), "--peer-lost-grace", "2s")
 		peers[i] = procs[i].Peer
 	}
 	m1, _ := slotmap.EvenSplit(2, 1, peers)
@@ -272,6 +279,11 @@ func TestShardFrontKilledDetachesItsTCPPhones(t *testing.T) {
 	if err := online(true)(); err != nil {
 		t.Fatal(err)
 	}
+	if lost {
+		// It stays away past the grace (2 s here): its phones go offline.
+		nodetest.Eventually(t, 10*time.Second, online(false))
+		return
+	}
 	procs[0] = nodetest.StartProcess(t, dirs[0], "--peer-addr", "127.0.0.1:0", "--ordinal", "0")
 	peers[0] = procs[0].Peer
 	m2, _ := slotmap.New(2, m1.Spec().Ranges, peers)
@@ -279,4 +291,88 @@ func TestShardFrontKilledDetachesItsTCPPhones(t *testing.T) {
 		putMapTo(t, p, m2)
 	}
 	nodetest.Eventually(t, 10*time.Second, online(false))
+}
+
+// TestShardHomeFrozenPushesNotCommittedLate: a home frozen (SIGSTOP)
+// longer than a front waits does not commit, once it runs again, the
+// pushes the front already answered as not accepted.
+func TestShardHomeFrozenPushesNotCommittedLate(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and stops node processes")
+	}
+	base := t.TempDir()
+	var procs [2]*nodetest.Process
+	peers := map[int]string{}
+	for i := range procs {
+		dir := filepath.Join(base, strconv.Itoa(i), "data")
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		procs[i] = nodetest.StartProcess(t, dir, "--peer-addr", "127.0.0.1:0", "--ordinal", strconv.Itoa(i))
+		peers[i] = procs[i].Peer
+	}
+	m, _ := slotmap.EvenSplit(2, 1, peers)
+	for _, p := range procs {
+		putMapTo(t, p, m)
+	}
+	ctx := context.Background()
+	u := uuidHomedOn(t, m, 1, "frozen")
+	ph, err := phone.Dial("udp", procs[0].Client, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ph.Close()
+	nodetest.Eventually(t, 10*time.Second, func() error {
+		if err := ph.Heartbeat(); err != nil {
+			return err
+		}
+		c, err := procs[0].API.Client(ctx, u.String())
+		if err != nil || !c.Online {
+			return fmt.Errorf("not online: %v", err)
+		}
+		return nil
+	})
+	if err := procs[1].Cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	cont := func() { _ = procs[1].Cmd.Process.Signal(syscall.SIGCONT) }
+	defer cont()
+	var wg sync.WaitGroup
+	var portErr, httpErr error
+	wg.Go(func() {
+		ps, err := pusher.Dial(procs[0].Push, 10*time.Second)
+		if err != nil {
+			portErr = err
+			return
+		}
+		defer ps.Close()
+		portErr = ps.Custom(u, []byte("via-9999"))
+	})
+	wg.Go(func() {
+		_, httpErr = procs[0].API.Push(ctx, api.PushRequest{UUID: u.String(), Kind: "general"})
+	})
+	wg.Wait()
+	if !errors.Is(portErr, pusher.ErrRejected) {
+		t.Fatalf("9999 push to a frozen home: %v", portErr)
+	}
+	var se *api.StatusError
+	if !errors.As(httpErr, &se) || (se.Code != http.StatusServiceUnavailable && se.Code != http.StatusGatewayTimeout) {
+		t.Fatalf("HTTP push to a frozen home: %v", httpErr)
+	}
+	time.Sleep(500 * time.Millisecond) // past the front's wait and margin
+	cont()
+	// The home runs again: nothing of the refused pushes may reach the
+	// phone, now or on its next heartbeats.
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		_ = ph.Heartbeat()
+		msg, err := ph.Next(300 * time.Millisecond)
+		if err == nil && msg.Cmd != wire.CmdHeartbeat {
+			t.Fatalf("a push answered as not accepted reached the phone: 0x%02x %q", msg.Cmd, msg.Body)
+		}
+	}
+	c, err := procs[1].API.Client(ctx, u.String())
+	if err != nil || len(c.Pending) != 0 {
+		t.Fatalf("the home holds %+v (%v)", c.Pending, err)
+	}
 }

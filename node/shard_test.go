@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ddpush/ddpush-operator/node"
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/nodetest"
 	"github.com/ddpush/ddpush-operator/node/phone"
@@ -212,13 +214,39 @@ func TestSlotMapAPI(t *testing.T) {
 	if code, body := httpDo(t, pod, http.MethodGet, api.PathSlotMap, nil); code != http.StatusNotFound || !bytes.Contains([]byte(body), []byte(`"self":0`)) {
 		t.Fatalf("GET before any map: %d %s", code, body)
 	}
+	// Before its first map a pod is home of nothing: not ready, pushes
+	// refused, phone packets dropped and counted.
+	if code, body := httpDo(t, pod, http.MethodGet, api.PathReadyz, nil); code != http.StatusServiceUnavailable || !strings.Contains(body, "no slot map") {
+		t.Fatalf("readyz before any map: %d %s", code, body)
+	}
+	early := wire.UUID(md5.Sum([]byte("early")))
+	if _, err := pod.API.Push(context.Background(), api.PushRequest{UUID: early.String(), Kind: "general"}); err == nil || !strings.Contains(err.Error(), "no slot map") {
+		t.Fatalf("push before any map: %v", err)
+	}
+	eph, err := phone.Dial("udp", pod.ClientAddr().String(), early)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eph.Close()
+	nodetest.Eventually(t, 5*time.Second, func() error {
+		_ = eph.Heartbeat()
+		if n := pod.Core().Stats().DropsByName()["no_slot_map"]; n == 0 {
+			return errors.New("no drop counted")
+		}
+		return nil
+	})
+	if pod.Core().Records() != 0 {
+		t.Fatalf("a pod without a map took a record")
+	}
 	for _, bad := range []string{``, `null`, `{}`, `[]`, `{"epoch":1}`, `{"epoch":0,"ranges":[{"from":0,"to":1023,"ordinal":0}],"peers":{"0":"a:1"}}`,
 		`{"epoch":1,"ranges":[{"from":0,"to":1022,"ordinal":0}],"peers":{"0":"a:1"}}`,
 		`{"epoch":1,"ranges":[{"from":0,"to":1023,"ordinal":1}],"peers":{"0":"a:1"}}`,
 		`{"epoch":1,"ranges":[{"from":0,"to":1023,"ordinal":512}],"peers":{"512":"a:1"}}`,
 		`{"epoch":1,"ranges":[{"from":0,"to":1024,"ordinal":0}],"peers":{"0":"a:1"}}`,
 		`{"epoch":-1,"ranges":[{"from":0,"to":1023,"ordinal":0}],"peers":{"0":"a:1"}}`,
-		`{"epoch":1,"ranges":[{"from":0,"to":1023,"ordinal":0}],"peers":{"0":""}}`} {
+		`{"epoch":1,"ranges":[{"from":0,"to":1023,"ordinal":0}],"peers":{"0":""}}`,
+		`{"epoch":18446744073709551615,"ranges":[{"from":0,"to":1023,"ordinal":0}],"peers":{"0":"a:1"}}`,
+		`{"epoch":1,"ranges":[{"from":0,"to":1023,"ordinal":0}],"peers":{"0":"a b:1"}}`} {
 		code, body := putMap(t, pod, bad)
 		if code != http.StatusBadRequest {
 			t.Errorf("PUT %s: %d %s, want 400", bad, code, body)
@@ -243,10 +271,19 @@ func TestSlotMapAPI(t *testing.T) {
 	if code, body := putMap(t, pod, other); code != http.StatusConflict || !bytes.Contains([]byte(body), []byte("new epoch")) {
 		t.Fatalf("PUT another map of the same epoch: %d %s", code, body)
 	}
+	moved, _ := slotmap.New(3, []slotmap.Range{{From: 0, To: 99, Ordinal: 1}, {From: 100, To: 1023, Ordinal: 0}}, peers)
+	if code, body := putMap(t, pod, moved); code != http.StatusConflict || !strings.Contains(body, "resharding") {
+		t.Fatalf("PUT a map that moves slots: %d %s", code, body)
+	}
+	readdressed, _ := slotmap.New(3, m2.Spec().Ranges, map[int]string{0: peers[0], 1: "127.0.0.1:11"})
+	if code, body := putMap(t, pod, readdressed); code != http.StatusOK {
+		t.Fatalf("PUT a map with a new address: %d %s", code, body)
+	}
+	m2 = readdressed
 	var owner api.SlotOwner
 	u := uuidHomedOn(t, m2, 1, "owner")
 	code, body := httpDo(t, pod, http.MethodGet, api.PathSlotOwner+"?uuid="+u.String(), nil)
-	if err := json.Unmarshal([]byte(body), &owner); err != nil || code != http.StatusOK || owner.Ordinal != 1 || owner.Peer != "127.0.0.1:9" || owner.Epoch != 2 || owner.Slot != int(slotmap.Slot(u)) {
+	if err := json.Unmarshal([]byte(body), &owner); err != nil || code != http.StatusOK || owner.Ordinal != 1 || owner.Peer != "127.0.0.1:11" || owner.Epoch != 3 || owner.Slot != int(slotmap.Slot(u)) {
 		t.Fatalf("owner: %d %s", code, body)
 	}
 	uid := wire.UUID(md5.Sum([]byte("alice")))
@@ -272,7 +309,7 @@ func TestSlotMapAPI(t *testing.T) {
 	}
 	ps.Close()
 	st, err := pod.API.Status(context.Background())
-	if err != nil || st.SlotMap == nil || st.SlotMap.Epoch != 2 || st.SlotMap.Slots != m2.SlotCount(0) || len(st.Peers) != 1 || st.Peers[0].Up {
+	if err != nil || st.SlotMap == nil || st.SlotMap.Epoch != 3 || st.SlotMap.Slots != m2.SlotCount(0) || len(st.Peers) != 1 || st.Peers[0].Up {
 		t.Fatalf("status: %+v %+v %v", st.SlotMap, st.Peers, err)
 	}
 
@@ -280,8 +317,11 @@ func TestSlotMapAPI(t *testing.T) {
 	pod.Stop(t)
 	pod = nodetest.StartConfig(t, cfg)
 	code, body = httpDo(t, pod, http.MethodGet, api.PathSlotMap, nil)
-	if code != http.StatusOK || !bytes.Contains([]byte(body), []byte(`"epoch":2`)) {
+	if code != http.StatusOK || !bytes.Contains([]byte(body), []byte(`"epoch":3`)) {
 		t.Fatalf("after a restart: %d %s", code, body)
+	}
+	if code, body := httpDo(t, pod, http.MethodGet, api.PathReadyz, nil); code != http.StatusOK {
+		t.Fatalf("readyz with a stored map: %d %s", code, body)
 	}
 	// And ids keep naming the pod: a local push gets an id of ordinal 0.
 	p, err := pod.API.Push(context.Background(), api.PushRequest{UUID: uuidHomedOn(t, m2, 0, "local").String(), Kind: "general"})
@@ -385,5 +425,43 @@ func TestShardedIdempotencyKeys(t *testing.T) {
 	got, err := pods[2].API.GetPush(ctx, first.ID)
 	if err != nil || got.Fate != "queued" {
 		t.Fatalf("the first push after the refused reuses: %+v %v", got, err)
+	}
+}
+
+// TestPeerTokenFile: with --peer-token-file, pods authenticate each other
+// with that secret and not with the API token app servers hold.
+func TestPeerTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	secret := func(name, v string) string {
+		p := dir + "/" + name
+		if err := os.WriteFile(p, []byte(v+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	same, other := secret("peer-a", "peer-secret"), secret("peer-b", "another-secret")
+	start := func(ordinal int, file string) *nodetest.Node {
+		return nodetest.Start(t, func(c *node.Config) { c.PeerAddr, c.Ordinal, c.PeerTokenFile = "127.0.0.1:0", ordinal, file })
+	}
+	a, b, c := start(0, same), start(1, same), start(2, other)
+	m, _ := slotmap.EvenSplit(3, 1, map[int]string{0: a.Shard().PeerAddr(), 1: b.Shard().PeerAddr(), 2: c.Shard().PeerAddr()})
+	for _, p := range []*nodetest.Node{a, b, c} {
+		if code, body := putMap(t, p, m); code != http.StatusOK {
+			t.Fatalf("PUT: %d %s", code, body)
+		}
+	}
+	nodetest.Eventually(t, 10*time.Second, func() error {
+		for _, l := range a.Shard().Links() {
+			if up := l.Up(); up != (l.PeerOrdinal() == 1) {
+				return fmt.Errorf("link 0->%d up=%v (%s)", l.PeerOrdinal(), up, l.LastError())
+			}
+		}
+		return nil
+	})
+	time.Sleep(300 * time.Millisecond)
+	for _, l := range a.Shard().Links() {
+		if l.PeerOrdinal() == 2 && (l.Up() || !strings.Contains(l.LastError(), "token")) {
+			t.Fatalf("link to the pod with another peer secret: up=%v %q", l.Up(), l.LastError())
+		}
 	}
 }

@@ -144,20 +144,15 @@ func TestConsoleShards(t *testing.T) {
 	b.do("back to Shards", 20*time.Second, chromedp.Click(chromedp.CSS(`#nav a[data-view="shards"]`)))
 	b.waitJS("the slot map", visible("shards-map"), 15*time.Second)
 
-	// The operator hands out a map of a new epoch that takes every slot
-	// from pod 2: the view follows at the next status.
-	m2, err := slotmap.New(8, []slotmap.Range{{From: 0, To: 511, Ordinal: 0}, {From: 512, To: 1023, Ordinal: 1}}, m.Peers())
+	// The operator hands out a map of a new epoch (the same slots: moving
+	// slots needs resharding): the view follows at the next status.
+	m2, err := slotmap.New(8, m.Spec().Ranges, m.Peers())
 	if err != nil {
 		t.Fatal(err)
 	}
 	nodetest.PutSlotMap(t, m2, pods...)
 	b.waitJS("the new epoch", `document.getElementById('sh-epoch').textContent === '8'`, 20*time.Second)
-	cards(map[string]string{"#sh-slots": "512", "#sh-share": "50.0%"})
-	want = fmt.Sprintf("%q", [][]string{
-		{"0", "512", "50.0%", "0–511", peer(0), "up"},
-		{"1", "512", "50.0%", "512–1023", peer(1), "this pod"},
-		{"2", "0", "0.0%", "none", peer(2), "up"},
-	})
+	cards(map[string]string{"#sh-slots": "341", "#sh-share": "33.3%"})
 	if got := rows(); got != want {
 		t.Errorf("table rows after the new map\n%s\nwant\n%s", got, want)
 	}

@@ -110,6 +110,10 @@ func New(c *core.Core, opt Options) *API {
 			http.Error(w, "not ready: the store cannot be written: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
+		if a.opt.Shards != nil && a.opt.Shards.Map().IsZero() {
+			http.Error(w, "not ready: this pod of a sharded PushNode has no slot map yet (PUT /v1/slotmap)", http.StatusServiceUnavailable)
+			return
+		}
 		io.WriteString(w, "ok\n")
 	})
 	if opt.Registry != nil {
@@ -148,7 +152,9 @@ func (a *API) SetReady(ok bool) {
 
 // Ready reports what /readyz answers: started, not stopping, and the
 // store's commits succeed.
-func (a *API) Ready() bool { return a.ready.Load() && a.core.StoreErr() == nil }
+func (a *API) Ready() bool {
+	return a.ready.Load() && a.core.StoreErr() == nil && (a.opt.Shards == nil || !a.opt.Shards.Map().IsZero())
+}
 
 // followContext is the context of a long poll or an event stream: the
 // request's, also cancelled when the API stops being ready.

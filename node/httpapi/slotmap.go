@@ -68,7 +68,7 @@ func (a *API) putSlotMap(w http.ResponseWriter, r *http.Request) {
 	}
 	changed, err := a.opt.Shards.Install(m, a.core.Store().PutSlotMap)
 	switch {
-	case errors.Is(err, shard.ErrEpoch):
+	case errors.Is(err, shard.ErrEpoch), errors.Is(err, shard.ErrMovesSlots):
 		writeError(w, http.StatusConflict, err.Error())
 		return
 	case err != nil:
@@ -108,9 +108,13 @@ func (a *API) relayLookup(w http.ResponseWriter, r *http.Request, home int) bool
 	if s == nil || home == s.Ordinal() || r.Header.Get(relayedHeader) != "" {
 		return false
 	}
+	if home < 0 {
+		writeError(w, http.StatusServiceUnavailable, "this pod has no slot map yet, so it cannot tell which pod to ask")
+		return true
+	}
 	code, body, err := s.Lookup(r.Context(), home, r.URL.RequestURI())
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, err.Error())
+		writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("pod %d, which holds the answer, did not give it: %v", home, errors.Unwrap(err)))
 		return true
 	}
 	w.Header().Set("Content-Type", "application/json")

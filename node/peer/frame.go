@@ -319,19 +319,21 @@ type PushReq struct {
 	UUID wire.UUID
 	Kind uint8
 	Bits uint64
-	// Budget (0 for none) is how long the home may take to start
-	// committing the push, counted from when it reads the frame: the
-	// front stops waiting somewhat later, and a push it could then only
-	// answer "outcome unknown" must not be committed (see
-	// core.PushSpec.NotAfter). A duration, not a time, so that clocks of
-	// pods need not agree.
+	// SentAt (the front's clock, unix nanoseconds) and Budget (0 for
+	// none) say until when the home may start committing the push: the
+	// front stops waiting somewhat after SentAt+Budget, and a push it
+	// could then only answer "outcome unknown" must not be committed (see
+	// core.PushSpec.NotAfter). The home judges SentAt against the
+	// smallest clock difference it has seen from that front, so that the
+	// pods' clocks need not agree.
+	SentAt  int64
 	Budget  time.Duration
 	Key     string // idempotency key, at most MaxKeyLen bytes
 	Payload []byte // at most MaxPayloadLen bytes
 }
 
 func (r *PushReq) size() int {
-	return 8 + wire.UUIDLen + 1 + 8 + 8 + uvarintLen(uint64(len(r.Key))) + len(r.Key) + len(r.Payload)
+	return 8 + wire.UUIDLen + 1 + 8 + 8 + 8 + uvarintLen(uint64(len(r.Key))) + len(r.Key) + len(r.Payload)
 }
 
 func (r *PushReq) check() error {
@@ -349,6 +351,7 @@ func (r *PushReq) appendBody(b []byte) []byte {
 	b = append(b, r.UUID[:]...)
 	b = append(b, r.Kind)
 	b = binary.BigEndian.AppendUint64(b, r.Bits)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.SentAt))
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Budget))
 	b = binary.AppendUvarint(b, uint64(len(r.Key)))
 	b = append(b, r.Key...)
@@ -356,7 +359,7 @@ func (r *PushReq) appendBody(b []byte) []byte {
 }
 
 func (r *PushReq) decode(b []byte) error {
-	const fixed = 8 + wire.UUIDLen + 1 + 8 + 8
+	const fixed = 8 + wire.UUIDLen + 1 + 8 + 8 + 8
 	if len(b) < fixed {
 		return badf("push request of %d bytes", len(b))
 	}
@@ -364,7 +367,8 @@ func (r *PushReq) decode(b []byte) error {
 	r.UUID = wire.UUID(b[8:])
 	r.Kind = b[24]
 	r.Bits = binary.BigEndian.Uint64(b[25:])
-	r.Budget = time.Duration(binary.BigEndian.Uint64(b[33:]))
+	r.SentAt = int64(binary.BigEndian.Uint64(b[33:]))
+	r.Budget = time.Duration(binary.BigEndian.Uint64(b[41:]))
 	if r.Budget < 0 {
 		return badf("push request budget %d", r.Budget)
 	}

@@ -549,6 +549,7 @@ func (l *Link) Push(ctx context.Context, r PushReq) (PushAns, error) {
 	}
 	c := &call{corr: l.corr.Add(1), kind: TypePushAns, done: make(chan struct{})}
 	r.Corr = c.corr
+	r.SentAt = time.Now().UnixNano()
 	n := r.size()
 	if err := l.enqueueCall(c, frameLen(n), func(b []byte) []byte { return r.appendBody(appendHeader(b, TypePushReq, n)) }); err != nil {
 		return PushAns{}, err

@@ -287,3 +287,31 @@ func TestCollector(t *testing.T) {
 		t.Fatalf("refused %v", v)
 	}
 }
+
+// TestStreamThatClaimsAnOrdinalAndLeaves: a second stream claiming the
+// same ordinal (another process holding the token, or a front's old
+// stream) takes over the answers while it runs; when it goes away, the
+// front's own stream that is still running is answered on again, not
+// nobody.
+func TestStreamThatClaimsAnOrdinalAndLeaves(t *testing.T) {
+	h := newHome()
+	srv := startServer(t, h, "", nil)
+	real, impostor := &front{}, &front{}
+	lr := dial(t, srv.Addr().String(), real, nil)
+	waitUp(t, lr)
+	li := dial(t, srv.Addr().String(), impostor, func(o *LinkOptions) { o.Self.Incarnation = 99 })
+	waitUp(t, li)
+	eventually(t, "the newer stream is current", func() bool {
+		s := srv.Session(0)
+		return s != nil && s.Hello().Incarnation == 99
+	})
+	li.Close()
+	eventually(t, "the remaining stream is current again", func() bool {
+		s := srv.Session(0)
+		return s != nil && s.Hello().Incarnation == 5
+	})
+	if err := srv.SendToPhone(0, &ToPhone{Route: Route{Transport: TCP, ConnID: 1}, Bytes: []byte{1}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the front's own stream gets the frame", func() bool { return real.count() == 1 })
+}

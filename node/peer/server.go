@@ -20,6 +20,7 @@ import (
 	grpcpeer "google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/ddpush/ddpush-operator/node/lograte"
 	"github.com/ddpush/ddpush-operator/node/slotmap"
 )
 
@@ -51,6 +52,9 @@ type ServerOptions struct {
 	// the front's ordinal and process incarnation, before any of its
 	// frames is handled. It must not block.
 	OnSession func(ordinal int, incarnation uint64)
+	// OnSessionEnd, when set, is called once a front's stream has ended
+	// and no frame of it will be handled any more. It must not block.
+	OnSessionEnd func(ordinal int, incarnation uint64)
 
 	// serverOptions are added by tests.
 	serverOptions []grpc.ServerOption
@@ -64,6 +68,7 @@ type Server struct {
 	gs      *grpc.Server
 	token   [sha256.Size]byte
 	refused atomic.Uint64
+	logs    *lograte.Limiter
 
 	mu     sync.Mutex
 	peers  map[int]*inbound
@@ -77,6 +82,8 @@ type Server struct {
 type inbound struct {
 	ordinal int
 	cur     atomic.Pointer[Session]
+	liveMu  sync.Mutex
+	live    []*Session // every session of this ordinal still running, oldest first
 	st      counters
 	addr    atomic.Pointer[string]
 }
@@ -120,6 +127,7 @@ func Listen(opt ServerOptions) (*Server, error) {
 	s := &Server{
 		opt:       opt,
 		log:       opt.Logger,
+		logs:      lograte.New(opt.Logger, time.Second),
 		lis:       lis,
 		token:     sha256.Sum256([]byte("Bearer " + opt.Token)),
 		peers:     map[int]*inbound{},
@@ -203,6 +211,31 @@ func (s *Server) Stats() []LinkStats {
 	return out
 }
 
+// end forgets a session that stopped. If it was the one answered on,
+// the newest session still running takes over: a stream that claimed
+// the ordinal and went away (another process with the token, or an old
+// stream of a front that reconnected) must not leave the front's own
+// live stream unused.
+func (in *inbound) end(sess *Session) {
+	in.liveMu.Lock()
+	defer in.liveMu.Unlock()
+	kept := in.live[:0]
+	for _, x := range in.live {
+		if x != sess {
+			kept = append(kept, x)
+		}
+	}
+	clear(in.live[len(kept):])
+	in.live = kept
+	if in.cur.Load() == sess {
+		var next *Session
+		if n := len(kept); n > 0 {
+			next = kept[n-1]
+		}
+		in.cur.Store(next)
+	}
+}
+
 func (s *Server) inbound(ordinal int) *inbound {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -217,7 +250,8 @@ func (s *Server) inbound(ordinal int) *inbound {
 func (s *Server) refuse(code codes.Code, format string, args ...any) error {
 	s.refused.Add(1)
 	err := status.Errorf(code, "peer link: "+format, args...)
-	s.log.Warn("peer stream refused", "err", err)
+	// Anyone who can reach the port can make this line: one per second.
+	s.logs.Log(slog.LevelWarn, "peer stream refused", "peer stream refused", "err", err)
 	return err
 }
 
@@ -284,7 +318,10 @@ func (s *Server) serve(ss grpc.ServerStream) error {
 	sess.in.st.batchesIn.Add(1)
 	// The newest stream from an ordinal is the one to answer on: a front
 	// opens a new one only after giving up the old.
+	sess.in.liveMu.Lock()
+	sess.in.live = append(sess.in.live, sess)
 	sess.in.cur.Store(sess)
+	sess.in.liveMu.Unlock()
 	if s.opt.OnSession != nil {
 		s.opt.OnSession(int(h.Ordinal), h.Incarnation)
 	}
@@ -309,7 +346,10 @@ func (s *Server) serve(ss grpc.ServerStream) error {
 	cancel()
 	<-werr
 	sess.in.st.drops[DropFlushed].Add(uint64(sess.q.setOpen(false)))
-	sess.in.cur.CompareAndSwap(sess, nil)
+	sess.in.end(sess)
+	if s.opt.OnSessionEnd != nil {
+		s.opt.OnSessionEnd(int(h.Ordinal), h.Incarnation)
+	}
 	s.log.Info("peer session down", "peer", h.Ordinal, "addr", from, "err", err)
 	return nil
 }

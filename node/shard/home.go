@@ -22,6 +22,7 @@ import (
 
 // PhonePacket implements peer.HomeHandler.
 func (r *Router) PhonePacket(from *peer.Session, p *peer.PhonePacket) {
+	r.clocks.lateness(from.Ordinal(), time.Now().UnixNano(), p.Arrival)
 	var m wire.ClientMessage
 	if wire.DecodeClient(p.Raw, &m) != nil {
 		r.opt.Core.Stats().Drop(stats.DropRelayedMalformed)
@@ -59,7 +60,15 @@ func (r *Router) Detach(from *peer.Session, d *peer.Detach) {
 func (r *Router) PushReq(from *peer.Session, q *peer.PushReq) {
 	spec := core.PushSpec{UUID: q.UUID, Kind: state.Kind(q.Kind), Bits: q.Bits, Key: q.Key}
 	if q.Budget > 0 {
-		spec.NotAfter = time.Now().Add(q.Budget)
+		now := time.Now()
+		left := q.Budget - r.clocks.lateness(from.Ordinal(), now.UnixNano(), q.SentAt)
+		if left <= 0 {
+			r.opt.Core.Stats().Drop(stats.DropRelayTooLate)
+			_ = from.SendPushAns(&peer.PushAns{Corr: q.Corr, Status: peer.PushRefused,
+				Reason: "the push reached its home after the relaying pod stopped waiting for it"})
+			return
+		}
+		spec.NotAfter = now.Add(left)
 	}
 	if len(q.Payload) > 0 {
 		spec.Payload = bytes.Clone(q.Payload)

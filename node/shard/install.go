@@ -11,6 +11,12 @@ import (
 // another map of the same epoch: epochs only move forward.
 var ErrEpoch = errors.New("slot map epoch conflict")
 
+// ErrMovesSlots is a map refused because it gives slots to other pods than
+// the map in force: the records of those slots would stay where they are,
+// and what was accepted for them would be stranded. Moving slots is
+// resharding, which a new map alone cannot do.
+var ErrMovesSlots = errors.New("the slot map moves slots between pods")
+
 // Install makes m this pod's slot map, stored durably first, so that a
 // restarted pod knows its slots before anyone calls. The same map again
 // changes nothing; an older epoch, or the same epoch with other content,
@@ -27,6 +33,9 @@ func (r *Router) Install(m slotmap.Map, persist func([]byte) error) (changed boo
 			return false, fmt.Errorf("%w: this pod has another map of epoch %d; a changed map needs a new epoch", ErrEpoch, m.Epoch())
 		case m.Epoch() == cur.Epoch():
 			return false, nil
+		}
+		if moves := slotmap.Diff(cur, m); len(moves) > 0 {
+			return false, fmt.Errorf("%w (%d slots, first %s): moving slots needs resharding, which is not supported yet; a new map may only change the epoch and peer addresses", ErrMovesSlots, slotmap.MovedSlots(moves), moves[0])
 		}
 	}
 	b, err := m.MarshalBinary()

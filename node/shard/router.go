@@ -27,6 +27,10 @@ type Options struct {
 	Incarnation uint64 // changes with every start of this process
 	Core        *core.Core
 	Logger      *slog.Logger
+	// FrontLostGrace is how long a front's stream may stay away before
+	// the phones it held over TCP count as gone (default 15 s: longer
+	// than a reconnect takes).
+	FrontLostGrace time.Duration
 }
 
 // Router is this pod's place in a sharded PushNode.
@@ -41,6 +45,7 @@ type Router struct {
 	mu        sync.Mutex // guards links' membership and closed
 	links     atomic.Pointer[[]*peer.Link]
 	closed    bool
+	timers    map[*time.Timer]struct{} // pending frontLost checks
 
 	udp atomic.Pointer[udpSender]
 
@@ -52,6 +57,7 @@ type Router struct {
 	nextID  uint64
 
 	lookups atomic.Pointer[http.Handler]
+	clocks  frontClocks
 
 	bufs sync.Pool
 }
@@ -63,6 +69,9 @@ func New(opt Options) (*Router, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.Default()
 	}
+	if opt.FrontLostGrace <= 0 {
+		opt.FrontLostGrace = 15 * time.Second
+	}
 	if opt.Ordinal < 0 || opt.Ordinal >= slotmap.MaxOrdinals {
 		return nil, fmt.Errorf("ordinal %d: ordinals are 0-%d", opt.Ordinal, slotmap.MaxOrdinals-1)
 	}
@@ -70,6 +79,7 @@ func New(opt Options) (*Router, error) {
 		opt:     opt,
 		log:     opt.Logger.With("ordinal", opt.Ordinal),
 		connIDs: map[any]uint64{},
+		timers:  map[*time.Timer]struct{}{},
 		conns:   map[uint64]core.ConnSender{},
 	}
 	r.bufs.New = func() any { b := make([]byte, 0, 256); return &b }
@@ -77,8 +87,9 @@ func New(opt Options) (*Router, error) {
 	r.links.Store(&empty)
 	srv, err := peer.Listen(peer.ServerOptions{
 		Addr: opt.PeerAddr, Token: opt.Token, Handler: r, Logger: opt.Logger,
-		Self:      peer.Hello{Ordinal: uint16(opt.Ordinal), Incarnation: opt.Incarnation},
-		OnSession: r.frontStarted,
+		Self:         peer.Hello{Ordinal: uint16(opt.Ordinal), Incarnation: opt.Incarnation},
+		OnSession:    r.frontStarted,
+		OnSessionEnd: r.frontLost,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("listen for peers on %s: %w", opt.PeerAddr, err)
@@ -162,6 +173,10 @@ func (r *Router) SetMap(m slotmap.Map) error {
 func (r *Router) Close() error {
 	r.mu.Lock()
 	r.closed = true
+	for t := range r.timers {
+		t.Stop()
+	}
+	clear(r.timers)
 	links := *r.links.Load()
 	empty := []*peer.Link{}
 	r.links.Store(&empty)
@@ -185,11 +200,13 @@ func (r *Router) Links() []*peer.Link {
 	return out
 }
 
-// Home is the ordinal of u's home, and whether that is this pod.
+// Home is the ordinal of u's home, and whether that is this pod. Before
+// its first map a pod is home of nothing: it cannot know whose a uuid
+// is, and what it took as its own could belong to another pod (-1).
 func (r *Router) Home(u wire.UUID) (ordinal int, local bool) {
 	m := r.m.Load()
 	if m == nil {
-		return r.opt.Ordinal, true
+		return -1, false
 	}
 	o := m.OwnerOf(u)
 	return o, o == r.opt.Ordinal
@@ -206,7 +223,7 @@ func (r *Router) link(o int) *peer.Link {
 // Local implements core.Relay.
 func (r *Router) Local(u wire.UUID) bool {
 	m := r.m.Load()
-	return m == nil || m.OwnerOf(u) == r.opt.Ordinal
+	return m != nil && m.OwnerOf(u) == r.opt.Ordinal
 }
 
 // Phone implements core.Relay: the packet goes to the home as it came.
@@ -216,7 +233,11 @@ func (r *Router) Phone(now int64, u wire.UUID, raw []byte, tr state.Transport, f
 	home, _ := r.Home(u)
 	l := r.link(home)
 	if l == nil {
-		r.srv.CountDrop(home, peer.DropLinkDown)
+		if home < 0 {
+			r.opt.Core.Stats().Drop(stats.DropNoSlotMap)
+		} else {
+			r.srv.CountDrop(home, peer.DropLinkDown)
+		}
 		return
 	}
 	p := peer.PhonePacket{Arrival: now, Raw: raw}
@@ -305,6 +326,9 @@ type UnreachableError struct {
 }
 
 func (e *UnreachableError) Error() string {
+	if e.Home < 0 {
+		return "this pod has no slot map yet, so it cannot tell which pod is the uuid's home: the push was not accepted"
+	}
 	if e.Unknown {
 		return fmt.Sprintf("home pod %d did not answer, so whether the push was accepted is unknown (retry with the same idempotency key): %v", e.Home, e.Err)
 	}
@@ -375,4 +399,38 @@ func (r *Router) frontStarted(ordinal int, incarnation uint64) {
 			r.log.Info("phones of a restarted pod's TCP connections are offline until they reconnect", "pod", ordinal, "phones", n)
 		}
 	}()
+}
+
+// frontLost runs when a front's stream ends. If no stream of the same
+// front process is back within the grace, its TCP connections are
+// forgotten: the front is gone (killed, or cut off), no Detach will come,
+// and a phone shown online would have its pushes reported sent while
+// nothing can reach it.
+func (r *Router) frontLost(ordinal int, incarnation uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	var t *time.Timer
+	t = time.AfterFunc(r.opt.FrontLostGrace, func() {
+		r.mu.Lock()
+		delete(r.timers, t)
+		closed := r.closed
+		r.mu.Unlock()
+		if closed {
+			return
+		}
+		if s := r.srv.Session(ordinal); s != nil && s.Hello().Incarnation == incarnation {
+			return
+		}
+		n := r.opt.Core.DetachConns(func(conn any) bool {
+			rc, ok := conn.(peer.RemoteConn)
+			return ok && rc.Ordinal() == ordinal && rc.Incarnation() == incarnation
+		})
+		if n > 0 {
+			r.log.Info("phones of a pod that stayed away are offline until they reconnect", "pod", ordinal, "phones", n, "after", r.opt.FrontLostGrace)
+		}
+	})
+	r.timers[t] = struct{}{}
 }

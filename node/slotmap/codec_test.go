@@ -103,7 +103,7 @@ func TestJSONRefusals(t *testing.T) {
 }
 
 func TestBinaryRoundTrip(t *testing.T) {
-	maps := []Map{mustSplit(t, 1, 1), mustSplit(t, 3, 7), mustSplit(t, 512, 1<<40), mustSplit(t, 2, ^uint64(0))}
+	maps := []Map{mustSplit(t, 1, 1), mustSplit(t, 3, 7), mustSplit(t, 512, 1<<40), mustSplit(t, 2, MaxEpoch)}
 	r, err := Rebalance(mustSplit(t, 3, 1), 5, 2, peersFor(7)) // non-contiguous ranges, peers without slots
 	if err != nil {
 		t.Fatal(err)

@@ -277,9 +277,21 @@ func TestValidateNamesTheProblem(t *testing.T) {
 		})
 	}
 	// The longest address that is allowed, and IPv6.
-	for _, a := range []string{strings.Repeat("a", MaxAddrLen-6) + ":65535", "[fd00::1]:9977", "pod-0.pushnode.ns.svc:9977"} {
+	longName := strings.Repeat(strings.Repeat("a", 63)+".", 3) + strings.Repeat("b", 61)
+	for _, a := range []string{longName + ":65535", "[fd00::1]:9977", "pod-0.pushnode.ns.svc:9977", "10.0.0.7:9977", "my_host:1"} {
 		if err := (Spec{1, []Range{{0, 1023, 0}}, map[int]string{0: a}}).Validate(); err != nil {
 			t.Errorf("address %q refused: %v", a, err)
+		}
+	}
+	// Hosts no resolver takes, and epochs past the largest.
+	for _, a := range []string{"a b:1", longName + "b:1", "-a:1", "a-:1", "a..b:1", "a/b:1", "[fd00::1:1"} {
+		if err := (Spec{1, []Range{{0, 1023, 0}}, map[int]string{0: a}}).Validate(); err == nil {
+			t.Errorf("address %q accepted", a)
+		}
+	}
+	for _, e := range []uint64{MaxEpoch + 1, ^uint64(0)} {
+		if err := (Spec{e, []Range{{0, 1023, 0}}, map[int]string{0: "a:1"}}).Validate(); err == nil || !strings.Contains(err.Error(), "largest") {
+			t.Errorf("epoch %d: %v", e, err)
 		}
 	}
 	// A garbage map gets a readable error, not 1024 lines.

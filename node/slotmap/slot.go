@@ -18,6 +18,9 @@ const (
 	// MaxIDSeq is the largest sequence number a pod may combine with its
 	// IDBase before its ids would run into the next ordinal's.
 	MaxIDSeq = 1<<IDOrdinalShift - 1
+	// MaxEpoch is the largest slot map epoch: 2^53 - 1, which JSON
+	// readers keep exactly.
+	MaxEpoch = 1<<53 - 1
 )
 
 // Slot is the slot of a uuid: its first two bytes, big-endian, mod 1024.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -70,6 +71,12 @@ func (s Spec) Validate() error {
 
 	if s.Epoch == 0 {
 		add("epoch is 0 (or missing); it must be at least 1")
+	}
+	if s.Epoch > MaxEpoch {
+		// A pod refuses every older epoch: one near 2^64 would leave no
+		// room for the next map, and JSON readers lose precision above
+		// 2^53.
+		add("epoch %d is above the largest, %d", s.Epoch, uint64(MaxEpoch))
 	}
 	if len(s.Ranges) == 0 {
 		add("no ranges: slots 0-%d have no owner", NumSlots-1)
@@ -182,11 +189,34 @@ func checkAddr(addr string) string {
 	if host == "" {
 		return fmt.Sprintf("address %q has no host", addr)
 	}
+	if _, err := netip.ParseAddr(host); err != nil && !validHostname(host) {
+		return fmt.Sprintf("address %q: host is neither an IP address nor a DNS name", addr)
+	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 || port[0] == '+' {
 		return fmt.Sprintf("address %q: port must be a number from 1 to 65535", addr)
 	}
 	return ""
+}
+
+// validHostname reports whether h is a DNS name: dot-separated labels of
+// letters, digits and inner hyphens (underscores allowed, as some
+// resolvers do), each 1-63 bytes.
+func validHostname(h string) bool {
+	if len(h) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(strings.TrimSuffix(h, "."), ".") {
+		if len(label) == 0 || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range []byte(label) {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func joinRanges(rs []Range) string {

@@ -37,6 +37,8 @@ const (
 	DropNotHome                      // a relayed message for a uuid this pod's slot map homes elsewhere
 	DropRelayedMalformed             // a relayed phone packet that did not decode
 	DropRelayConnGone                // a home's message for a TCP phone whose connection here closed
+	DropRelayTooLate                 // a relayed push that reached its home after the front stopped waiting
+	DropNoSlotMap                    // a phone packet at a pod of a sharded PushNode that has no slot map yet
 	numDrops
 )
 
@@ -45,7 +47,7 @@ var dropNames = [numDrops]string{
 	"tcp_violation", "tcp_idle", "tcp_slow_frame", "tcp_slow_reader", "tcp_conn_limit",
 	"push_violation", "push_idle", "push_slow_frame", "push_conn_limit", "udp_send_error",
 	"tcp_source_limit", "push_source_limit", "http_conn_limit", "http_source_limit",
-	"record_busy", "not_home", "relayed_malformed", "relay_conn_gone",
+	"record_busy", "not_home", "relayed_malformed", "relay_conn_gone", "relay_too_late", "no_slot_map",
 }
 
 func (d Drop) String() string { return dropNames[d] }
