@@ -6,9 +6,11 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -78,6 +80,25 @@ func TestCacheHoldsOnlyTheOperatorsObjects(t *testing.T) {
 		// Every namespace has kube-root-ca.crt: none may be cached.
 		if cm.Labels[builders.LabelManagedBy] != builders.ManagedByValue {
 			t.Errorf("cache holds ConfigMap %s/%s", cm.Namespace, cm.Name)
+		}
+	}
+
+	// PodDisruptionBudgets, owned by sharded PushNodes, are filtered too.
+	pdb := func(ns, name string, labels map[string]string) *policyv1.PodDisruptionBudget {
+		one := intstr.FromInt32(1)
+		return &policyv1.PodDisruptionBudget{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
+			Spec: policyv1.PodDisruptionBudgetSpec{MaxUnavailable: &one, Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}}}
+	}
+	must(t, k8s.Create(ctx, pdb(ours, "mine", owned)))
+	must(t, k8s.Create(ctx, pdb(other, "foreign", nil)))
+	eventually(t, 20*time.Second, "labelled budget cached", func() error {
+		return c.Get(ctx, types.NamespacedName{Namespace: ours, Name: "mine"}, &policyv1.PodDisruptionBudget{})
+	})
+	var pdbs policyv1.PodDisruptionBudgetList
+	must(t, c.List(ctx, &pdbs))
+	for _, p := range pdbs.Items {
+		if p.Labels[builders.LabelManagedBy] != builders.ManagedByValue {
+			t.Errorf("cache holds PodDisruptionBudget %s/%s", p.Namespace, p.Name)
 		}
 	}
 
