@@ -9,6 +9,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -121,6 +122,19 @@ func TestManagerRunsUnderItsClusterRole(t *testing.T) {
 	loc := &testLocator{}
 	startManagerWith(t, saCfg, loc, nil)
 	runNodeAndPush(t, loc, namespace(t))
+
+	// A sharded PushNode adds a PodDisruptionBudget and a status per pod.
+	ns := namespace(t)
+	must(t, k8s.Create(ctx, newShardedPushNode(ns, "trio", 3)))
+	eventually(t, 20*time.Second, "budget and slot map", func() error {
+		if err := k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: "trio"}, &policyv1.PodDisruptionBudget{}); err != nil {
+			return err
+		}
+		if pn := getPN(t, ns, "trio"); pn.Status.SlotMap == nil || len(pn.Status.Pods) != 3 {
+			return fmt.Errorf("status %+v", pn.Status)
+		}
+		return nil
+	})
 }
 
 // Namespace-scoped: the same rules as a Role in one namespace, and the
