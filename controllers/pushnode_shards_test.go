@@ -493,3 +493,46 @@ func TestSinglePodPushNodeHasNoSlotMap(t *testing.T) {
 		t.Errorf("a single pod has a PodDisruptionBudget")
 	}
 }
+
+// The locator the manager runs with finds a uuid's home pod by the slot
+// map in the PushNode's status, and the pod's IP; without a map, pod 0.
+func TestPodIPLocatorFindsTheHomePod(t *testing.T) {
+	ctx := context.Background()
+	ns := namespace(t)
+	for i := range 3 {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("edge-%d", i)},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "pushnode", Image: "example.test/pushnode"}}}}
+		must(t, k8s.Create(ctx, pod))
+		pod.Status.PodIP = fmt.Sprintf("10.0.0.%d", 10+i)
+		must(t, k8s.Status().Update(ctx, pod))
+	}
+	pn := newShardedPushNode(ns, "edge", 3)
+	pn.Spec.Ports.HTTP = 8080
+	loc := &controllers.PodIPLocator{Client: k8s}
+	if _, err := loc.ForUUID(ctx, pn, userUUID("x")); err == nil {
+		t.Fatalf("a sharded PushNode without a slot map in its status has a home for a uuid")
+	}
+	pn.Status.SlotMap = &ddpushv1.SlotMapStatus{Epoch: 1, Ranges: []ddpushv1.SlotRange{
+		{From: 0, To: 341, Ordinal: 0}, {From: 342, To: 682, Ordinal: 1}, {From: 683, To: 1023, Ordinal: 2}}}
+	for home, user := range usersOnEveryShard(t, 3, "ip-") {
+		ep, err := loc.ForUUID(ctx, pn, userUUID(user))
+		must(t, err)
+		if want := fmt.Sprintf("http://10.0.0.%d:8080", 10+home); ep.URL != want || ep.Pod != fmt.Sprintf("edge-%d", home) || ep.Ordinal != home {
+			t.Errorf("user %s (home %d): %+v, want %s", user, home, ep, want)
+		}
+	}
+	if got := loc.PeerAddr(pn, 2); got != "edge-2.edge-headless."+ns+".svc:9977" {
+		t.Errorf("PeerAddr = %q", got)
+	}
+	single := newPushNode(ns, "edge")
+	for _, user := range usersOnEveryShard(t, 3, "one-") {
+		ep, err := loc.ForUUID(ctx, single, userUUID(user))
+		must(t, err)
+		if ep.Pod != "edge-0" {
+			t.Errorf("one pod: user %s went to %s", user, ep.Pod)
+		}
+	}
+	if _, err := loc.Pod(ctx, pn, 3); err == nil {
+		t.Errorf("pod 3 of 3 was found")
+	}
+}
