@@ -27,8 +27,11 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
 	"github.com/ddpush/ddpush-operator/controllers/builders"
@@ -314,12 +317,60 @@ func (r *PushNodeReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&appsv1.StatefulSet{}).
 		Owns(&networkingv1.NetworkPolicy{}).
 		Owns(&policyv1.PodDisruptionBudget{}).
+		// A pod of a sharded PushNode that restarts (a new pod, or its
+		// container again) may come back without its map, or need one
+		// sooner than the next look; its StatefulSet may not change.
+		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.shardedPushNodeOfPod),
+			builder.WithPredicates(predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool { return podRestarted(e.ObjectOld, e.ObjectNew) }})).
 		Named("pushnode").
 		// Reading a node's status can wait out nodeStatusTimeout: one
 		// worker would let a few stopped nodes hold back every other
 		// PushNode (and the messages waiting for it to be Available).
 		WithOptions(controller.Options{MaxConcurrentReconciles: pushNodeWorkers}).
 		Complete(r)
+}
+
+// shardedPushNodeOfPod is the sharded PushNode a node pod belongs to.
+func (r *PushNodeReconciler) shardedPushNodeOfPod(ctx context.Context, o client.Object) []reconcile.Request {
+	l := o.GetLabels()
+	if l[builders.LabelName] != builders.SelectorLabels(&ddpushv1.PushNode{})[builders.LabelName] || l[builders.LabelInstance] == "" {
+		return nil
+	}
+	key := types.NamespacedName{Namespace: o.GetNamespace(), Name: l[builders.LabelInstance]}
+	var pn ddpushv1.PushNode
+	if err := r.Client.Get(ctx, key, &pn); err != nil || !builders.Sharded(&pn) {
+		return nil
+	}
+	return []reconcile.Request{{NamespacedName: key}}
+}
+
+// podRestarted: a pod got an IP, or one of its containers restarted, or
+// its readiness changed.
+func podRestarted(oldObj, newObj client.Object) bool {
+	o, ok1 := oldObj.(*corev1.Pod)
+	n, ok2 := newObj.(*corev1.Pod)
+	if !ok1 || !ok2 {
+		return false
+	}
+	if o.Status.PodIP != n.Status.PodIP || podReady(o) != podReady(n) {
+		return true
+	}
+	restarts := func(p *corev1.Pod) (sum int32) {
+		for _, c := range p.Status.ContainerStatuses {
+			sum += c.RestartCount
+		}
+		return sum
+	}
+	return restarts(o) != restarts(n)
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // pushNodeWorkers is how many PushNodes are reconciled at once.

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -64,5 +65,32 @@ func TestPodsBack(t *testing.T) {
 	}
 	if got := podsBack(nil, now); len(got) != 2 {
 		t.Errorf("podsBack from nothing = %v, want the two ready pods", got)
+	}
+}
+
+func TestPodRestarted(t *testing.T) {
+	pod := func(ip string, ready bool, restarts int32) *corev1.Pod {
+		p := &corev1.Pod{Status: corev1.PodStatus{PodIP: ip, ContainerStatuses: []corev1.ContainerStatus{{RestartCount: restarts}}}}
+		st := corev1.ConditionFalse
+		if ready {
+			st = corev1.ConditionTrue
+		}
+		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: st}}
+		return p
+	}
+	base := pod("10.0.0.1", true, 0)
+	for _, tc := range []struct {
+		name string
+		new  *corev1.Pod
+		want bool
+	}{
+		{"nothing", pod("10.0.0.1", true, 0), false},
+		{"new IP", pod("10.0.0.2", true, 0), true},
+		{"not ready", pod("10.0.0.1", false, 0), true},
+		{"container restarted", pod("10.0.0.1", true, 1), true},
+	} {
+		if got := podRestarted(base, tc.new); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }
