@@ -254,6 +254,11 @@ func (r *PushNodeReconciler) shardOf(ctx context.Context, pn *ddpushv1.PushNode,
 			return notReady(fmt.Sprintf("handing it slot map epoch %d failed: %v", m.Epoch(), err))
 		}
 		logf.FromContext(ctx).Info("handed the slot map to a pod", "pod", ep.Pod, "epoch", m.Epoch(), "slots", m.Ranges(i), "previous", held.Epoch())
+		// A sharded pod without a map is not ready; with it, it may be
+		// now, and counting it so spares its messages a round.
+		if again, err := c.Status(ctx); err == nil {
+			ns = again
+		}
 	}
 	p.st.MapEpoch = int64(m.Epoch())
 	if !ns.Ready {
