@@ -59,6 +59,15 @@ type PushNodeReconciler struct {
 	Followers *Followers
 	// ConflictRetry: see Options.
 	ConflictRetry time.Duration
+	// StatusRefresh: see Options.
+	StatusRefresh time.Duration
+}
+
+func (r *PushNodeReconciler) statusRefresh() time.Duration {
+	if r.StatusRefresh > 0 {
+		return r.StatusRefresh
+	}
+	return StatusRefresh
 }
 
 func (r *PushNodeReconciler) conflictRetry() time.Duration {
@@ -190,11 +199,11 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if !meta.IsStatusConditionTrue(st.Conditions, ConditionShardsAvailable) {
 			return ctrl.Result{RequeueAfter: ShardRecheck}, nil
 		}
-		return ctrl.Result{RequeueAfter: StatusRefresh}, nil
+		return ctrl.Result{RequeueAfter: r.statusRefresh()}, nil
 	}
 	if meta.IsStatusConditionTrue(st.Conditions, ConditionAvailable) {
 		r.Followers.Ensure(req.NamespacedName, 1)
-		return ctrl.Result{RequeueAfter: StatusRefresh}, nil
+		return ctrl.Result{RequeueAfter: r.statusRefresh()}, nil
 	}
 	return ctrl.Result{}, nil
 }

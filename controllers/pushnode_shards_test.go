@@ -536,3 +536,44 @@ func TestPodIPLocatorFindsTheHomePod(t *testing.T) {
 		t.Errorf("pod 3 of 3 was found")
 	}
 }
+
+// A pod that restarts on an empty volume, while nothing else changes,
+// gets the map as soon as the Pod object shows the restart: the periodic
+// look is set far beyond the test, so only the Pod watch can do it.
+func TestShardedPodRestartGetsTheMapAtOnce(t *testing.T) {
+	loc := &testLocator{}
+	startManagerOpts(t, cfg, loc, nil, func(o *controllers.Options) { o.StatusRefresh = time.Hour })
+	f := startSharded(t, loc, 2)
+	ctx := context.Background()
+	markReadyN(t, f.ns, f.name, 2)
+	// The pod the StatefulSet controller would have made (envtest runs
+	// none), labelled as the template labels it.
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: f.name + "-1", Labels: builders.Labels(f.pn(t))},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "pushnode", Image: "example.test/pushnode"}}}}
+	must(t, k8s.Create(ctx, pod))
+	eventually(t, 30*time.Second, "every pod holds the map", func() error {
+		if c := shardsAvailable(f.pn(t)); c == nil || c.Status != metav1.ConditionTrue {
+			return fmt.Errorf("ShardsAvailable %+v", c)
+		}
+		return nil
+	})
+	time.Sleep(time.Second) // let the reconciles of the pod's creation end
+
+	_ = f.procs[1].Cmd.Process.Kill()
+	f.start(t, 1, "data-1-empty")
+	if code, _ := f.getSlotMap(t, 1); code != http.StatusNotFound {
+		t.Fatalf("pod 1 on an empty volume: GET /v1/slotmap %d", code)
+	}
+	time.Sleep(2 * time.Second)
+	if code, _ := f.getSlotMap(t, 1); code != http.StatusNotFound {
+		t.Fatalf("pod 1 got the map before its Pod showed the restart (%d): the test cannot tell the watch from something else", code)
+	}
+	pod.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "pushnode", Image: "example.test/pushnode", ImageID: "x", RestartCount: 1}}
+	must(t, k8s.Status().Update(ctx, pod))
+	eventually(t, 10*time.Second, "pod 1 holds the map again", func() error {
+		if code, m := f.getSlotMap(t, 1); code != http.StatusOK || m["epoch"] != float64(1) {
+			return fmt.Errorf("pod 1 holds %d %v", code, m)
+		}
+		return nil
+	})
+}

@@ -27,6 +27,9 @@ type Options struct {
 	// ConflictRetry is how often a PushNode blocked by an object it does
 	// not control looks again (0: DefaultConflictRetry).
 	ConflictRetry time.Duration
+	// StatusRefresh is how often a ready PushNode's pods are looked at
+	// when nothing else happens (0: StatusRefresh).
+	StatusRefresh time.Duration
 	// PushMessageWorkers is how many PushMessages are reconciled at once
 	// (0: DefaultPushMessageWorkers).
 	PushMessageWorkers int
@@ -56,7 +59,7 @@ func Setup(mgr ctrl.Manager, opt Options) error {
 	}
 	if err := (&PushNodeReconciler{
 		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Scheme: mgr.GetScheme(), Recorder: mgr.GetEventRecorder("pushnode-controller"),
-		Builders: opt.Builders, Locator: opt.Locator, Followers: f, ConflictRetry: opt.ConflictRetry,
+		Builders: opt.Builders, Locator: opt.Locator, Followers: f, ConflictRetry: opt.ConflictRetry, StatusRefresh: opt.StatusRefresh,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}
