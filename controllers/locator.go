@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -92,13 +93,28 @@ func homeEndpoint(ctx context.Context, l NodeLocator, pn *ddpushv1.PushNode, uui
 // PodIPLocator reaches pods at their pod IP on the HTTP port, which works
 // from inside the cluster and from a development machine whose pods run
 // locally.
-type PodIPLocator struct{ Client client.Reader }
+type PodIPLocator struct {
+	Client client.Reader
+	// PeerByPodIP puts pod IPs in slot maps instead of the pods' DNS
+	// names, for clusters without cluster DNS (the local cluster). A pod
+	// that comes back with another IP then gets a map of a new epoch.
+	PeerByPodIP bool
+}
 
 func (l *PodIPLocator) ForUUID(ctx context.Context, pn *ddpushv1.PushNode, uuid string) (Endpoint, error) {
 	return homeEndpoint(ctx, l, pn, uuid)
 }
 
 func (l *PodIPLocator) PeerAddr(pn *ddpushv1.PushNode, ordinal int) string {
+	if l.PeerByPodIP {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		var pod corev1.Pod
+		if err := l.Client.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: PodName(pn, ordinal)}, &pod); err == nil && pod.Status.PodIP != "" {
+			return net.JoinHostPort(pod.Status.PodIP, strconv.Itoa(builders.PeerPort))
+		}
+		// No IP yet: the DNS name keeps the map valid until it has one.
+	}
 	return builders.PeerAddr(pn, ordinal)
 }
 

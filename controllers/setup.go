@@ -24,6 +24,9 @@ type Options struct {
 	Builders builders.Options
 	// Locator finds node pods; nil means by pod IP.
 	Locator NodeLocator
+	// PeerByPodIP: with the default locator, slot maps name pods by IP
+	// rather than DNS name (clusters without cluster DNS).
+	PeerByPodIP bool
 	// ConflictRetry is how often a PushNode blocked by an object it does
 	// not control looks again (0: DefaultConflictRetry).
 	ConflictRetry time.Duration
@@ -48,7 +51,7 @@ const DefaultPushMessageWorkers = 8
 // followers with mgr.
 func Setup(mgr ctrl.Manager, opt Options) error {
 	if opt.Locator == nil {
-		opt.Locator = &PodIPLocator{Client: mgr.GetClient()}
+		opt.Locator = &PodIPLocator{Client: mgr.GetClient(), PeerByPodIP: opt.PeerByPodIP}
 	}
 	if err := SetupIndexes(context.Background(), mgr); err != nil {
 		return err

@@ -52,6 +52,8 @@ func main() {
 		"PushMessages reconciled at once (each may wait on a node's commit)")
 	deletedGrace := flag.Duration("pushnode-deleted-grace", controllers.DefaultPushNodeDeletedGrace,
 		"how long a submitted PushMessage outlives its deleted PushNode before it fails (reason PushNodeDeleted); a PushNode recreated sooner picks it up again")
+	peerAddresses := flag.String("peer-addresses", "dns",
+		"how the pods of a sharded PushNode are named in its slot map: dns (<pod>.<headless service>.<namespace>.svc) or pod-ip (for clusters without cluster DNS)")
 	version := flag.Bool("version", false, "print the version and exit")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -93,11 +95,16 @@ func main() {
 		log.Error(fmt.Errorf("--pushmessage-workers=%d: want at least 1", *workers), "invalid flag")
 		os.Exit(2)
 	}
+	if *peerAddresses != "dns" && *peerAddresses != "pod-ip" {
+		log.Error(fmt.Errorf("--peer-addresses=%q: want dns or pod-ip", *peerAddresses), "invalid flag")
+		os.Exit(2)
+	}
 	if *deletedGrace <= 0 {
 		log.Error(fmt.Errorf("%v is not positive", *deletedGrace), "invalid --pushnode-deleted-grace")
 		os.Exit(2)
 	}
-	if err := controllers.Setup(mgr, controllers.Options{Builders: bopts, PushMessageWorkers: *workers, PushNodeDeletedGrace: *deletedGrace}); err != nil {
+	if err := controllers.Setup(mgr, controllers.Options{Builders: bopts, PushMessageWorkers: *workers, PushNodeDeletedGrace: *deletedGrace,
+		PeerByPodIP: *peerAddresses == "pod-ip"}); err != nil {
 		log.Error(err, "cannot set up the controllers")
 		os.Exit(1)
 	}

@@ -38,7 +38,9 @@ func installOperator(t *testing.T) {
 	// deletion test sees them end.
 	out, err := run(ctx, "", helmBin, "install", release, "charts/ddpush-operator",
 		"--namespace", operatorNS, "--create-namespace", "--wait", "--timeout", "3m",
-		"--set", "extraArgs[0]=--pushnode-deleted-grace=10s")
+		"--set", "extraArgs[0]=--pushnode-deleted-grace=10s",
+		// The local cluster has no cluster DNS: slot maps name pods by IP.
+		"--set", "extraArgs[1]=--peer-addresses=pod-ip")
 	if err != nil {
 		t.Fatalf("helm install: %v\n%s", err, out)
 	}
