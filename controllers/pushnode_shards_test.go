@@ -416,7 +416,7 @@ func TestShardedPushNodeDelivers(t *testing.T) {
 // recorded one forever: the operator moves every pod to an epoch past it.
 func TestShardedPushNodeMovesPastANewerEpoch(t *testing.T) {
 	loc := &testLocator{}
-	startManager(t, loc)
+	startManagerOpts(t, cfg, loc, nil, func(o *controllers.Options) { o.StatusRefresh = 2 * time.Second })
 	f := startSharded(t, loc, 2)
 	markReadyN(t, f.ns, f.name, 2)
 	eventually(t, 30*time.Second, "every pod holds the map", func() error {
@@ -440,8 +440,8 @@ func TestShardedPushNodeMovesPastANewerEpoch(t *testing.T) {
 		t.Fatalf("PUT epoch 5: %d", resp.StatusCode)
 	}
 	// Nothing the operator watches changes: it sees the pod's map at its
-	// next look, within StatusRefresh.
-	eventually(t, controllers.StatusRefresh+30*time.Second, "every pod at epoch 6", func() error {
+	// next periodic look.
+	eventually(t, 30*time.Second, "every pod at epoch 6", func() error {
 		pn := f.pn(t)
 		if pn.Status.SlotMap == nil || pn.Status.SlotMap.Epoch != 6 {
 			return fmt.Errorf("status slot map %+v", pn.Status.SlotMap)
@@ -452,6 +452,27 @@ func TestShardedPushNodeMovesPastANewerEpoch(t *testing.T) {
 		for i := range 2 {
 			if code, m := f.getSlotMap(t, i); code != http.StatusOK || m["epoch"] != float64(6) {
 				return fmt.Errorf("pod %d holds %d %v", i, code, m)
+			}
+		}
+		return nil
+	})
+
+	// Pod 1 comes back listening for peers elsewhere (a pod named by its
+	// IP that got another one): a map of a new epoch, with the same slots
+	// and the new address, goes to every pod.
+	_ = f.procs[1].Cmd.Process.Kill()
+	f.peers[1] = ""
+	f.start(t, 1, "data-1")
+	eventually(t, 30*time.Second, "every pod at epoch 7 with pod 1's new address", func() error {
+		pn := f.pn(t)
+		if pn.Status.SlotMap == nil || pn.Status.SlotMap.Epoch != 7 {
+			return fmt.Errorf("status slot map %+v", pn.Status.SlotMap)
+		}
+		for i := range 2 {
+			code, m := f.getSlotMap(t, i)
+			peers, _ := m["peers"].(map[string]any)
+			if code != http.StatusOK || m["epoch"] != float64(7) || peers["1"] != f.peers[1] {
+				return fmt.Errorf("pod %d holds %d %v; pod 1 listens on %s", i, code, m, f.peers[1])
 			}
 		}
 		return nil
@@ -523,6 +544,13 @@ func TestPodIPLocatorFindsTheHomePod(t *testing.T) {
 	}
 	if got := loc.PeerAddr(pn, 2); got != "edge-2.edge-headless."+ns+".svc:9977" {
 		t.Errorf("PeerAddr = %q", got)
+	}
+	byIP := &controllers.PodIPLocator{Client: k8s, PeerByPodIP: true}
+	if got := byIP.PeerAddr(pn, 2); got != "10.0.0.12:9977" {
+		t.Errorf("PeerAddr by pod IP = %q", got)
+	}
+	if got := byIP.PeerAddr(pn, 5); got != "edge-5.edge-headless."+ns+".svc:9977" {
+		t.Errorf("PeerAddr by pod IP of a pod without one = %q; want the DNS name", got)
 	}
 	single := newPushNode(ns, "edge")
 	for _, user := range usersOnEveryShard(t, 3, "one-") {
