@@ -414,6 +414,7 @@ func TestShardedPushNodeDelivers(t *testing.T) {
 // A pod holding a slot map of a newer epoch than the status records (the
 // PushNode restored from an older copy, a person's PUT) would refuse the
 // recorded one forever: the operator moves every pod to an epoch past it.
+// A pod whose peer address changes gets a new epoch too, as every other pod.
 func TestShardedPushNodeMovesPastANewerEpoch(t *testing.T) {
 	loc := &testLocator{}
 	startManagerOpts(t, cfg, loc, nil, func(o *controllers.Options) { o.StatusRefresh = 2 * time.Second })
