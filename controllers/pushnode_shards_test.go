@@ -320,6 +320,23 @@ func TestShardedPushNodeDelivers(t *testing.T) {
 		}
 	}
 
+	// A phone talking to a pod that is not its home (the client Service
+	// may send it anywhere): the push still goes to the home, which hands
+	// it to the phone through the pod the phone talks to.
+	relayed := usersOnEveryShard(t, 3, "front-")
+	for home, u := range relayed {
+		front := (home + 1) % 3
+		p := f.phoneOn(t, front, u)
+		name := fmt.Sprintf("via-%d", front)
+		pm := &ddpushv1.PushMessage{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name},
+			Spec: ddpushv1.PushMessageSpec{PushNodeName: f.name, UserID: u, Kind: ddpushv1.KindCustom, Data: name}}
+		must(t, k8s.Create(ctx, pm))
+		expectCustom(t, p, name)
+		if got := waitPhase(t, f.ns, name, ddpushv1.PhaseDelivered); got.Status.NodePod != fmt.Sprintf("%s-%d", f.name, home) {
+			t.Errorf("%s went to %s, not home %d", name, got.Status.NodePod, home)
+		}
+	}
+
 	// A uuid target, in capitals, finds the same home as the node computes.
 	byUUID := &ddpushv1.PushMessage{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "by-uuid"},
 		Spec: ddpushv1.PushMessageSpec{PushNodeName: f.name, UUID: strings.ToUpper(userUUID(users[2])), Kind: ddpushv1.KindCustom, Data: "by uuid"}}
