@@ -337,6 +337,9 @@ func TestShardHomeFrozenPushesNotCommittedLate(t *testing.T) {
 	}
 	cont := func() { _ = procs[1].Cmd.Process.Signal(syscall.SIGCONT) }
 	defer cont()
+	// A busy machine may run the home a moment longer: pushes it read
+	// before it stopped may rightly be committed (and answered unknown).
+	nodetest.Eventually(t, 10*time.Second, func() error { return stopped(procs[1].Cmd.Process.Pid) })
 	var wg sync.WaitGroup
 	var portErr, httpErr error
 	wg.Go(func() {
@@ -375,4 +378,21 @@ func TestShardHomeFrozenPushesNotCommittedLate(t *testing.T) {
 	if err != nil || len(c.Pending) != 0 {
 		t.Fatalf("the home holds %+v (%v)", c.Pending, err)
 	}
+}
+
+// stopped reports (as an error when not) whether process pid is stopped.
+func stopped(pid int) error {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return err
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return fmt.Errorf("stat %q", b)
+	}
+	if b[i+2] != 'T' {
+		return fmt.Errorf("state %c, not stopped", b[i+2])
+	}
+	return nil
 }

@@ -186,10 +186,12 @@ func (l *Listener) register(nc net.Conn) *Conn {
 		return c
 	}
 	l.mu.Unlock()
-	_ = nc.Close()
+	// Counted before the close, so that whoever sees the connection
+	// closed also sees it counted.
 	if l.opt.Refused != nil {
 		l.opt.Refused(refusal)
 	}
+	_ = nc.Close()
 	return nil
 }
 
