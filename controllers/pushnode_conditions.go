@@ -3,6 +3,7 @@ package controllers
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -70,6 +71,21 @@ func degradedCondition(problems []problem) metav1.Condition {
 	for i, p := range problems {
 		msgs[i] = p.Message
 	}
-	c.Status, c.Reason, c.Message = metav1.ConditionTrue, problems[0].Reason, strings.Join(msgs, "; ")
+	c.Status, c.Reason, c.Message = metav1.ConditionTrue, problems[0].Reason, clipMessage(strings.Join(msgs, "; "))
 	return c
+}
+
+// maxConditionMessage keeps a condition message well inside the 32 KiB the
+// apiserver takes: one it refuses would freeze the whole status.
+const maxConditionMessage = 8 << 10
+
+func clipMessage(s string) string {
+	if len(s) <= maxConditionMessage {
+		return s
+	}
+	cut := maxConditionMessage - len(" ... (cut)")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + " ... (cut)"
 }

@@ -1,9 +1,12 @@
 package controllers
 
 import (
+	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -203,5 +206,32 @@ func TestDegradedCondition(t *testing.T) {
 func TestConditionTypes(t *testing.T) {
 	if ConditionAvailable != "Available" || ConditionProgressing != "Progressing" || ConditionDegraded != "Degraded" {
 		t.Errorf("condition types = %q %q %q", ConditionAvailable, ConditionProgressing, ConditionDegraded)
+	}
+}
+
+// A cause shared by many pods makes one problem per reason and a message
+// the apiserver takes, however many pods there are.
+func TestProblemsOfManyPodsStayOneShortMessage(t *testing.T) {
+	var msgs []string
+	for i := range 512 {
+		msgs = append(msgs, fmt.Sprintf("pod edge-%d refused slot map epoch 3: %s", i, strings.Repeat("x", 150)))
+	}
+	ps := appendGrouped(nil, "ShardProblem", msgs)
+	if len(ps) != 1 || !strings.HasPrefix(ps[0].Message, "512 pods: pod edge-0 ") || !strings.HasSuffix(ps[0].Message, "; and 509 more") {
+		t.Fatalf("grouped: %d problems, %q", len(ps), ps)
+	}
+	if ps := appendGrouped(nil, "ShardProblem", msgs[:2]); len(ps) != 1 || strings.Contains(ps[0].Message, "more") {
+		t.Fatalf("two pods: %q", ps)
+	}
+	if ps := appendGrouped(nil, "ShardProblem", nil); len(ps) != 0 {
+		t.Fatalf("no pods: %q", ps)
+	}
+	var many []problem
+	for i := range 400 {
+		many = append(many, problem{"R" + strconv.Itoa(i), strings.Repeat("é", 60)})
+	}
+	c := degradedCondition(many)
+	if len(c.Message) > maxConditionMessage || !utf8.ValidString(c.Message) || !strings.HasSuffix(c.Message, "(cut)") {
+		t.Fatalf("message of %d bytes, valid UTF-8 %v", len(c.Message), utf8.ValidString(c.Message))
 	}
 }

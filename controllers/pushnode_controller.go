@@ -199,6 +199,12 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		if !meta.IsStatusConditionTrue(st.Conditions, ConditionShardsAvailable) {
 			return ctrl.Result{RequeueAfter: ShardRecheck}, nil
 		}
+		// A pod still holds another epoch (one back on another address):
+		// the recorded one goes out at once, since until then the pods
+		// disagree on where to reach each other.
+		if mapsDiffer(st) {
+			return ctrl.Result{RequeueAfter: time.Second}, nil
+		}
 		return ctrl.Result{RequeueAfter: r.statusRefresh()}, nil
 	}
 	if meta.IsStatusConditionTrue(st.Conditions, ConditionAvailable) {
@@ -416,3 +422,17 @@ func anyPodReady(st *ddpushv1.PushNodeStatus) bool {
 // nodeStatusTimeout bounds the read of a node's status: it answers from
 // memory, in milliseconds, when it is well.
 const nodeStatusTimeout = 2 * time.Second
+
+// mapsDiffer reports whether a pod holds another slot map epoch than the
+// one recorded.
+func mapsDiffer(st *ddpushv1.PushNodeStatus) bool {
+	if st.SlotMap == nil {
+		return false
+	}
+	for _, p := range st.Pods {
+		if p.MapEpoch != st.SlotMap.Epoch {
+			return true
+		}
+	}
+	return false
+}

@@ -138,6 +138,7 @@ func (r *PushNodeReconciler) reconcileShards(ctx context.Context, pn *ddpushv1.P
 	st.Pods = make([]ddpushv1.PushNodePodStatus, len(results))
 	var records, online int64
 	var down []podShard
+	var shardProblems, unreachable []string
 	for i, p := range results {
 		st.Pods[i] = p.st
 		if p.stats {
@@ -149,11 +150,16 @@ func (r *PushNodeReconciler) reconcileShards(ctx context.Context, pn *ddpushv1.P
 		}
 		switch {
 		case p.problem != "":
-			problems = append(problems, problem{"ShardProblem", p.problem})
+			shardProblems = append(shardProblems, p.problem)
 		case p.unreachable && allReady:
-			problems = append(problems, problem{"NodeAPIUnreachable", fmt.Sprintf("cannot read the status of pod %s: %s", p.st.Name, p.st.Problem)})
+			unreachable = append(unreachable, fmt.Sprintf("cannot read the status of pod %s: %s", p.st.Name, p.st.Problem))
 		}
 	}
+	// One problem per reason, not per pod: a cause shared by hundreds of
+	// pods (a wrong token, an old image) must not make a condition message
+	// the apiserver refuses, nor one event per pod on every look.
+	problems = appendGrouped(problems, "ShardProblem", shardProblems)
+	problems = appendGrouped(problems, "NodeAPIUnreachable", unreachable)
 	st.Records, st.Online = records, online
 	meta.SetStatusCondition(&st.Conditions, shardsCondition(pn, m, down))
 	return problems
@@ -240,8 +246,13 @@ func (r *PushNodeReconciler) shardOf(ctx context.Context, pn *ddpushv1.PushNode,
 	case held.Equal(m):
 	case !held.IsZero() && held.Epoch() >= m.Epoch():
 		p.newer = true
-		p.st.MapEpoch = int64(held.Epoch())
-		return notReady(fmt.Sprintf("it holds slot map epoch %d, which differs from epoch %d; a new epoch is handed out", held.Epoch(), m.Epoch()))
+		if len(slotmap.Diff(held, m)) != 0 {
+			p.st.MapEpoch = int64(held.Epoch())
+			return notReady(fmt.Sprintf("it holds slot map epoch %d, which gives slots to other pods than epoch %d; a new epoch is handed out", held.Epoch(), m.Epoch()))
+		}
+		// The same slots with another epoch or other peer addresses (a
+		// pod back on another IP): it still serves its slots, so it is
+		// not counted down for the moment until the next epoch reaches it.
 	default:
 		if _, err := c.PutSlotMap(ctx, m); err != nil {
 			var se *api.StatusError
@@ -261,6 +272,9 @@ func (r *PushNodeReconciler) shardOf(ctx context.Context, pn *ddpushv1.PushNode,
 		}
 	}
 	p.st.MapEpoch = int64(m.Epoch())
+	if p.newer {
+		p.st.MapEpoch = int64(held.Epoch())
+	}
 	if !ns.Ready {
 		why := "the node says it is not ready"
 		if ns.StoreError != "" {
@@ -310,4 +324,20 @@ func heldSlotMap(ctx context.Context, c *api.Client) (slotmap.Map, int, error) {
 		return slotmap.Map{}, 0, fmt.Errorf("the pod holds a slot map the operator cannot read: %w", err)
 	}
 	return m, sm.Self, nil
+}
+
+// groupedShown is how many pods' own words a grouped problem quotes.
+const groupedShown = 3
+
+// appendGrouped adds one problem of reason for all msgs (one per pod):
+// the first few in full and how many more.
+func appendGrouped(problems []problem, reason string, msgs []string) []problem {
+	switch n := len(msgs); {
+	case n == 0:
+		return problems
+	case n <= groupedShown:
+		return append(problems, problem{reason, strings.Join(msgs, "; ")})
+	default:
+		return append(problems, problem{reason, fmt.Sprintf("%d pods: %s; and %d more", n, strings.Join(msgs[:groupedShown], "; "), n-groupedShown)})
+	}
 }

@@ -6,6 +6,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
@@ -34,5 +35,8 @@ func (b *PodDisruptionBudgetBuilder) Update(obj client.Object) error {
 	pdb.Spec.MaxUnavailable = &one
 	pdb.Spec.MinAvailable = nil
 	pdb.Spec.Selector = &metav1.LabelSelector{MatchLabels: SelectorLabels(b.PN)}
+	// A pod that is down already serves nothing: evicting it must not
+	// wait for it to come back (which would hang a drain of its node).
+	pdb.Spec.UnhealthyPodEvictionPolicy = ptr.To(policyv1.AlwaysAllow)
 	return nil
 }

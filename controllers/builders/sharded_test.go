@@ -58,6 +58,9 @@ func TestPodDisruptionBudget(t *testing.T) {
 	if err := b.Update(pdb); err != nil {
 		t.Fatal(err)
 	}
+	if p := pdb.Spec.UnhealthyPodEvictionPolicy; p == nil || *p != policyv1.AlwaysAllow {
+		t.Errorf("budget unhealthyPodEvictionPolicy %v; want AlwaysAllow", p)
+	}
 	if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 || pdb.Spec.MinAvailable != nil {
 		t.Errorf("budget maxUnavailable %v minAvailable %v; want maxUnavailable 1 only", pdb.Spec.MaxUnavailable, pdb.Spec.MinAvailable)
 	}

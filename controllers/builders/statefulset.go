@@ -198,7 +198,7 @@ func PodTemplate(pn *ddpushv1.PushNode, defaultImage string) corev1.PodTemplateS
 				Ports:                    ports,
 				Resources:                s.Resources,
 				// Loading a million records takes seconds; give it a minute.
-				StartupProbe:   probe("/readyz", 2, 30),
+				StartupProbe:   probe(startupPath(pn), 2, 30),
 				ReadinessProbe: probe("/readyz", 5, 2),
 				LivenessProbe:  probe("/healthz", 10, 3),
 				SecurityContext: &corev1.SecurityContext{
@@ -221,4 +221,15 @@ func PodTemplate(pn *ddpushv1.PushNode, defaultImage string) corev1.PodTemplateS
 			}},
 		},
 	}
+}
+
+// startupPath is what the startup probe asks. A sharded pod is not ready
+// until the operator hands it the slot map, which may take longer than
+// the probe waits (the operator restarting, say): it must not be killed
+// for that, so it is asked only whether it runs.
+func startupPath(pn *ddpushv1.PushNode) string {
+	if Sharded(pn) {
+		return "/healthz"
+	}
+	return "/readyz"
 }
