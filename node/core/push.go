@@ -100,7 +100,7 @@ func (c *Core) Push(ctx context.Context, p PushSpec) (PushResult, error) {
 	if r := c.relay.Load(); r != nil && !r.r.Local(p.UUID) {
 		return r.r.Push(ctx, p)
 	}
-	return c.PushLocal(ctx, p)
+	return c.pushValid(ctx, p)
 }
 
 // PushLocal accepts a push for a uuid homed here (see Push); a pod's peer
@@ -109,6 +109,11 @@ func (c *Core) PushLocal(ctx context.Context, p PushSpec) (PushResult, error) {
 	if err := c.Validate(&p); err != nil {
 		return PushResult{}, err
 	}
+	return c.pushValid(ctx, p)
+}
+
+// pushValid accepts a push Validate passed.
+func (c *Core) pushValid(ctx context.Context, p PushSpec) (PushResult, error) {
 	if p.Key == "" {
 		return c.push(p)
 	}

@@ -34,21 +34,8 @@ type Relay interface {
 
 type relayHolder struct{ r Relay }
 
-// SetRelay makes the core part of a sharded PushNode; nil makes it a
-// whole node again.
-func (c *Core) SetRelay(r Relay) {
-	if r == nil {
-		c.relay.Store(nil)
-		return
-	}
-	c.relay.Store(&relayHolder{r})
-}
-
-// Local reports whether this pod is the home of u.
-func (c *Core) Local(u *wire.UUID) bool {
-	r := c.relay.Load()
-	return r == nil || r.r.Local(*u)
-}
+// SetRelay makes the core part of a sharded PushNode.
+func (c *Core) SetRelay(r Relay) { c.relay.Store(&relayHolder{r}) }
 
 // DetachConns forgets every connection match picks (the connections of a
 // front process that is gone) and returns how many it forgot. It visits

@@ -77,7 +77,7 @@ func (r *Router) PushReq(from *peer.Session, q *peer.PushReq) {
 	if !r.Local(spec.UUID) {
 		home, _ := r.Home(spec.UUID)
 		_ = from.SendPushAns(&peer.PushAns{Corr: corr, Status: peer.PushRefused,
-			Reason: "this pod is not the home of the uuid in its slot map (home: pod " + itoa(home) + "); the pods' slot maps disagree for a moment"})
+			Reason: "this pod is not the home of the uuid in its slot map (home: pod " + strconv.Itoa(home) + "); the pods' slot maps disagree for a moment"})
 		return
 	}
 	go func() {
@@ -166,7 +166,3 @@ func clip(s string) string {
 	}
 	return s
 }
-
-func itoa(i int) string { return strconv.Itoa(i) }
-
-func timeOf(ns int64) time.Time { return time.Unix(0, ns) }

@@ -364,7 +364,7 @@ func (r *Router) Push(ctx context.Context, p core.PushSpec) (core.PushResult, er
 	switch ans.Status {
 	case peer.PushAccepted:
 		return core.PushResult{ID: ans.ID, UUID: p.UUID, Kind: p.Kind, Fate: state.Fate(ans.Fate),
-			AcceptedAt: timeOf(ans.AcceptedAt), Duplicate: ans.Duplicate, Relayed: true, Home: home}, nil
+			AcceptedAt: time.Unix(0, ans.AcceptedAt), Duplicate: ans.Duplicate, Relayed: true, Home: home}, nil
 	case peer.PushInvalid:
 		return core.PushResult{}, &core.InputError{Msg: ans.Reason}
 	case peer.PushKeyReused:
