@@ -356,9 +356,7 @@ func (f *Followers) nodeClient(ctx context.Context, pn *ddpushv1.PushNode, ordin
 	if err != nil {
 		return nil, err
 	}
-	c := api.NewClient(ep.URL, token)
-	c.HTTP.Timeout = f.Wait + 30*time.Second
-	return c, nil
+	return newNodeClient(ep.URL, token, f.Wait+30*time.Second), nil
 }
 
 // wake enqueues the PushMessage whose UID is uid.

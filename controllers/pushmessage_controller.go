@@ -289,8 +289,7 @@ func (r *PushMessageReconciler) submit(ctx context.Context, pm *ddpushv1.PushMes
 		return retry("NodeNotResponding", fmt.Sprintf("an earlier call to pod %s of PushNode %q got no answer; the next try is after %s",
 			ep.Pod, pn.Name, until.UTC().Format(time.RFC3339)))
 	}
-	c := api.NewClient(ep.URL, token)
-	c.HTTP.Timeout = nodeCallTimeout
+	c := newNodeClient(ep.URL, token, nodeCallTimeout)
 	p, err := c.Push(ctx, req)
 	r.observe(nodeKey, err)
 	if err != nil {

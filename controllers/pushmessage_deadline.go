@@ -107,8 +107,7 @@ func (r *PushMessageReconciler) nodeClient(ctx context.Context, pm *ddpushv1.Pus
 	if err != nil {
 		return nil, "", err
 	}
-	c := api.NewClient(ep.URL, token)
-	c.HTTP.Timeout = nodeCallTimeout
+	c := newNodeClient(ep.URL, token, nodeCallTimeout)
 	return c, ep.Pod, nil
 }
 

@@ -35,7 +35,6 @@ import (
 
 	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
 	"github.com/ddpush/ddpush-operator/controllers/builders"
-	"github.com/ddpush/ddpush-operator/node/api"
 )
 
 // StatusRefresh is how often a ready PushNode's record counts are re-read.
@@ -298,8 +297,7 @@ func (r *PushNodeReconciler) readNodeStats(ctx context.Context, pn *ddpushv1.Pus
 	if err != nil {
 		return err
 	}
-	c := api.NewClient(ep.URL, token)
-	c.HTTP.Timeout = nodeStatusTimeout
+	c := newNodeClient(ep.URL, token, nodeStatusTimeout)
 	s, err := c.Status(ctx)
 	if err != nil {
 		return fmt.Errorf("%s: %w", ep.Pod, err)

@@ -219,8 +219,7 @@ func (r *PushNodeReconciler) shardOf(ctx context.Context, pn *ddpushv1.PushNode,
 		return notReady(err.Error())
 	}
 	p.st.Name = ep.Pod
-	c := api.NewClient(ep.URL, token)
-	c.HTTP.Timeout = nodeStatusTimeout
+	c := newNodeClient(ep.URL, token, nodeStatusTimeout)
 	ns, err := c.Status(ctx)
 	if err != nil {
 		p.unreachable = true
