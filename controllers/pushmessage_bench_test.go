@@ -22,6 +22,8 @@ package controllers_test
 // phones: the same creators and watcher in every round).
 
 import (
+	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -29,6 +31,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -37,6 +40,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -201,6 +205,7 @@ func runRound(b *testing.B, ns string, n int, rate float64, build func(i int) *d
 	}()
 
 	heap0 := heapInUse()
+	req0 := apiserverRequests(b)
 	cpu0 := processCPU()
 	b.ResetTimer()
 	start := time.Now()
@@ -238,8 +243,12 @@ func runRound(b *testing.B, ns string, n int, rate float64, build func(i int) *d
 	case <-time.After(5 * time.Minute):
 	}
 	b.StopTimer()
+	if os.Getenv("PMBENCH_DUMP") != "" {
+		b.Logf("window %.2f %.2f", float64(start.UnixNano())/1e9, float64(time.Now().UnixNano())/1e9)
+	}
 	cpu := processCPU() - cpu0
 	heap := heapInUse() - heap0
+	b.Logf("apiserver requests per message: %s", requestsPerMessage(req0, apiserverRequests(b), n))
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -275,6 +284,9 @@ func runRound(b *testing.B, ns string, n int, rate float64, build func(i int) *d
 	if err := k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: build(0).Name}, &one); err == nil {
 		if raw, err := json.Marshal(&one); err == nil {
 			r.objectBytes = len(raw)
+			if os.Getenv("PMBENCH_DUMP") != "" {
+				b.Logf("%s", raw)
+			}
 		}
 	}
 	if r.undelivered > 0 {
@@ -347,4 +359,67 @@ func startCeiling(b *testing.B) {
 		case <-time.After(30 * time.Second):
 		}
 	})
+}
+
+// apiserverRequests reads the apiserver's request counters, summed by verb
+// and resource (watch streams and the metrics read itself excluded), so a
+// round can say what each message cost the apiserver, reads included.
+func apiserverRequests(b *testing.B) map[string]float64 {
+	b.Helper()
+	hc, err := rest.HTTPClientFor(cfg)
+	must(b, err)
+	resp, err := hc.Get(strings.TrimRight(cfg.Host, "/") + "/metrics")
+	must(b, err)
+	defer resp.Body.Close()
+	out := map[string]float64{}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		labels, value, ok := strings.Cut(line[len("apiserver_request_total{"):], "} ")
+		if !ok {
+			continue
+		}
+		l := map[string]string{}
+		for _, kv := range strings.Split(labels, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			l[k] = strings.Trim(v, `"`)
+		}
+		if l["verb"] == "WATCH" || l["resource"] == "" {
+			continue
+		}
+		key := l["verb"] + " " + l["resource"]
+		if l["subresource"] != "" {
+			key += "/" + l["subresource"]
+		}
+		v, _ := strconv.ParseFloat(value, 64)
+		out[key] += v
+	}
+	return out
+}
+
+// requestsPerMessage is what a round asked of the apiserver, per message,
+// largest first.
+func requestsPerMessage(before, after map[string]float64, n int) string {
+	type kv struct {
+		k string
+		v float64
+	}
+	var l []kv
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			l = append(l, kv{k, d / float64(n)})
+		}
+	}
+	slices.SortFunc(l, func(a, b kv) int { return cmp.Compare(b.v, a.v) })
+	var s []string
+	for _, e := range l {
+		if e.v >= 0.01 {
+			s = append(s, fmt.Sprintf("%s %.2f", e.k, e.v))
+		}
+	}
+	return strings.Join(s, ", ")
 }

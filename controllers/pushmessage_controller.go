@@ -41,7 +41,6 @@ const (
 
 // Condition types of a PushMessage.
 const (
-	ConditionSubmitted     = "Submitted"
 	ConditionDelivered     = "Delivered"
 	ConditionNodeAvailable = "NodeAvailable"
 )
@@ -217,14 +216,26 @@ func (r *PushMessageReconciler) advance(ctx context.Context, pm *ddpushv1.PushMe
 		r.nodeUnavailable(pm, reason, msg)
 		return ctrl.Result{}, nil
 	}
-	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: ConditionNodeAvailable, Status: metav1.ConditionTrue,
-		Reason: "NodeAvailable", Message: "the PushNode is available", ObservedGeneration: pm.Generation})
+	nodeAvailableAgain(pm)
 	r.Followers.Ensure(node, replicasOf(&pn))
 
 	if st.PushID == 0 {
 		return r.submit(ctx, pm, &pn)
 	}
 	return r.follow(ctx, pm, &pn, node)
+}
+
+// nodeAvailableAgain turns a NodeAvailable condition that says False to
+// True. A message whose node was always available has no such condition:
+// every condition costs the apiserver work on each status write (about as
+// much as the rest of the status together), and one that says "available"
+// on every message tells a person nothing the phase does not.
+func nodeAvailableAgain(pm *ddpushv1.PushMessage) {
+	if meta.FindStatusCondition(pm.Status.Conditions, ConditionNodeAvailable) == nil {
+		return
+	}
+	meta.SetStatusCondition(&pm.Status.Conditions, metav1.Condition{Type: ConditionNodeAvailable, Status: metav1.ConditionTrue,
+		Reason: "NodeAvailable", Message: "the PushNode is available", ObservedGeneration: pm.Generation})
 }
 
 func (r *PushMessageReconciler) nodeUnavailable(pm *ddpushv1.PushMessage, reason, msg string) {
@@ -311,9 +322,9 @@ func (r *PushMessageReconciler) submit(ctx context.Context, pm *ddpushv1.PushMes
 	st.NodePod = ep.Pod
 	st.NodeIncarnation = p.Incarnation
 	st.SubmittedAt = &now
+	// No Submitted condition: pushId and submittedAt say it, and a
+	// condition on every message costs every status write.
 	st.Reason, st.Message = "Submitted", fmt.Sprintf("accepted by %s as push %d", ep.Pod, p.ID)
-	meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: ConditionSubmitted, Status: metav1.ConditionTrue,
-		Reason: "Accepted", Message: st.Message, ObservedGeneration: pm.Generation})
 	r.applyPush(pm, &p)
 	// The submit answer already says what the node knew at that moment.
 	node := types.NamespacedName{Namespace: pm.Namespace, Name: pn.Name}

@@ -161,9 +161,10 @@ type PushMessageStatus struct {
 	// message fails (reason PushNodeDeleted) survives an operator restart.
 	// +optional
 	PushNodeMissingSince *metav1.Time `json:"pushNodeMissingSince,omitempty"`
-	// Conditions: Submitted, Delivered, NodeAvailable, and Finished,
-	// which every message has: False while it is open, True (reason: the
-	// final phase) once nothing more can happen to it.
+	// Conditions: Finished, which every message has: False while it is
+	// open, True (reason: the final phase) once nothing more can happen to
+	// it; Delivered, once it is final; NodeAvailable, only once its node
+	// was found unavailable (False, then True when it is back).
 	// +listType=map
 	// +listMapKey=type
 	// +optional
