@@ -302,7 +302,7 @@ func (r *PushNodeReconciler) readNodeStats(ctx context.Context, pn *ddpushv1.Pus
 	if err != nil {
 		return fmt.Errorf("%s: %w", ep.Pod, err)
 	}
-	st.Records, st.Online = s.Records, s.Online
+	st.Records, st.Online = settledCount(pn.Status.Records, s.Records), settledCount(pn.Status.Online, s.Online)
 	return nil
 }
 

@@ -226,6 +226,9 @@ func (r *PushNodeReconciler) shardOf(ctx context.Context, pn *ddpushv1.PushNode,
 		return notReady(fmt.Sprintf("its API does not answer: %v", err))
 	}
 	p.st.Records, p.st.Online, p.stats = ns.Records, ns.Online, true
+	if was, ok := recordedPod(pn.Status.Pods, i); ok {
+		p.st.Records, p.st.Online = settledCount(was.Records, ns.Records), settledCount(was.Online, ns.Online)
+	}
 	held, self, err := heldSlotMap(ctx, c)
 	var old *errOldImage
 	switch {
