@@ -131,7 +131,7 @@ e2e: ## The end-to-end suite: local cluster up, helm install, kubectl scenarios,
 
 
 .PHONY: bench-operator
-bench-operator: ## PushMessages create -> Delivered on a real apiserver, against a do-nothing controller's ceiling (PMBENCH_COUNT, default 400).
+bench-operator: ## PushMessages create -> Delivered on a real apiserver, against a do-nothing controller's ceiling (PMBENCH_COUNT, default 800; PMBENCH_PAIRS, default 3).
 	assets="$$(hack/k8s-binaries.sh)" && KUBEBUILDER_ASSETS="$$assets" $(GO) test -run='^$$' -bench=BenchmarkPushMessages -benchtime=1x -timeout 30m ./controllers/
 
 .PHONY: bench
