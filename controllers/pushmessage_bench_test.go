@@ -59,8 +59,9 @@ import (
 	"github.com/ddpush/ddpush-operator/controllers"
 )
 
-// benchCount is how many PushMessages each round creates
-// (PMBENCH_COUNT, default 800: long enough that the first second, when connections and caches start, weighs little).
+// benchCount is how many PushMessages each round creates (PMBENCH_COUNT,
+// default 800: long enough that the first second, while connections and
+// caches start, weighs little).
 func benchCount(b *testing.B) int {
 	n := 800
 	if s := os.Getenv("PMBENCH_COUNT"); s != "" {
