@@ -56,6 +56,11 @@ func slotMapStatus(m slotmap.Map) *ddpushv1.SlotMapStatus {
 
 // share is the part of all uuids that a number of slots holds, for people.
 func share(slots int) string {
+	// Whole percents, except below 10% where they would hide a pod's
+	// share: 512 pods hold 0.2% each, and "0%" reads as nothing.
+	if p := float64(slots*100) / slotmap.NumSlots; p > 0 && p < 9.95 {
+		return fmt.Sprintf("%.1f%%", p)
+	}
 	return fmt.Sprintf("%d%%", (slots*100+slotmap.NumSlots/2)/slotmap.NumSlots)
 }
 

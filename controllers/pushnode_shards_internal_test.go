@@ -14,7 +14,7 @@ import (
 )
 
 func TestShare(t *testing.T) {
-	for slots, want := range map[int]string{0: "0%", 1: "0%", 5: "0%", 6: "1%", 341: "33%", 342: "33%", 512: "50%", 1024: "100%"} {
+	for slots, want := range map[int]string{0: "0%", 1: "0.1%", 2: "0.2%", 5: "0.5%", 6: "0.6%", 101: "9.9%", 102: "10%", 103: "10%", 341: "33%", 342: "33%", 512: "50%", 1024: "100%"} {
 		if got := share(slots); got != want {
 			t.Errorf("share(%d) = %s, want %s", slots, got, want)
 		}
