@@ -48,6 +48,12 @@ func StatefulSetName(pn *ddpushv1.PushNode) string     { return pn.Name }
 // TokenKey is the key of the API token in the Secret.
 const TokenKey = "token"
 
+// PeerTokenKey is the key, in the same Secret, of the secret the pods of a
+// sharded PushNode authenticate each other with. It is not the API token,
+// so that nothing that holds the API token (the operator, app servers)
+// can pose as a pod, and so that each can be replaced alone.
+const PeerTokenKey = "peer-token"
+
 // Label keys.
 const (
 	LabelName      = "app.kubernetes.io/name"

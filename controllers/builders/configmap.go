@@ -16,6 +16,8 @@ const (
 	DataDir       = "/data"
 	TokenDir      = "/etc/pushnode/api"
 	TokenFilePath = TokenDir + "/" + TokenKey
+	// PeerTokenFilePath is where a sharded pod reads its peer secret.
+	PeerTokenFilePath = TokenDir + "/" + PeerTokenKey
 )
 
 // ConfigMapBuilder builds the node settings, as the PUSHNODE_* variables

@@ -13,9 +13,9 @@ import (
 	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
 )
 
-// SecretBuilder builds the Secret holding the node's API token. The token
-// is made once: an existing one is never replaced, so nothing rotates it by
-// accident.
+// SecretBuilder builds the Secret holding the node's API token and, for a
+// sharded PushNode, the pods' peer secret. Each is made once: an existing
+// one is never replaced, so nothing rotates it by accident.
 type SecretBuilder struct {
 	PN       *ddpushv1.PushNode
 	NewToken func() (string, error)
@@ -31,11 +31,21 @@ type SecretBuilder struct {
 // leaving the node answering 401 to the operator for ever.
 type TokenHash struct{ Value string }
 
-func (h *TokenHash) record(token []byte) {
-	if h != nil {
-		sum := sha256.Sum256(token)
-		h.Value = hex.EncodeToString(sum[:])[:16]
+// record hashes the token and, when there is one, the peer secret: the
+// hash of a Secret without a peer secret is the hash of the token alone,
+// as before there were peer secrets, so a one-pod PushNode's pod does not
+// roll when the operator is upgraded.
+func (h *TokenHash) record(token, peer []byte) {
+	if h == nil {
+		return
 	}
+	d := sha256.New()
+	d.Write(token)
+	if len(peer) > 0 {
+		d.Write([]byte{0})
+		d.Write(peer)
+	}
+	h.Value = hex.EncodeToString(d.Sum(nil))[:16]
 }
 
 func (b *SecretBuilder) Object() client.Object {
@@ -46,23 +56,28 @@ func (b *SecretBuilder) Update(obj client.Object) error {
 	s := obj.(*corev1.Secret)
 	setMeta(s, b.PN)
 	s.Type = corev1.SecretTypeOpaque
-	if len(s.Data[TokenKey]) > 0 {
-		b.Token.record(s.Data[TokenKey])
-		return nil
+	if s.Data == nil {
+		s.Data = map[string][]byte{}
 	}
 	gen := b.NewToken
 	if gen == nil {
 		gen = RandomToken
 	}
-	t, err := gen()
-	if err != nil {
-		return fmt.Errorf("generate API token: %w", err)
+	keys := []struct{ key, what string }{{TokenKey, "API token"}}
+	if Sharded(b.PN) {
+		keys = append(keys, struct{ key, what string }{PeerTokenKey, "peer secret"})
 	}
-	if s.Data == nil {
-		s.Data = map[string][]byte{}
+	for _, k := range keys {
+		if len(s.Data[k.key]) > 0 {
+			continue
+		}
+		t, err := gen()
+		if err != nil {
+			return fmt.Errorf("generate %s: %w", k.what, err)
+		}
+		s.Data[k.key] = []byte(t)
 	}
-	s.Data[TokenKey] = []byte(t)
-	b.Token.record(s.Data[TokenKey])
+	b.Token.record(s.Data[TokenKey], s.Data[PeerTokenKey])
 	return nil
 }
 

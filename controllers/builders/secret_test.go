@@ -197,3 +197,70 @@ func TestPodTemplateFollowsTheToken(t *testing.T) {
 		t.Errorf("token hash %q without a Secret builder", v)
 	}
 }
+
+// A sharded PushNode's pods authenticate each other with a secret of their
+// own, made once beside the API token; a one-pod PushNode gets none, and
+// its pod template's token hash is what it was before peer secrets
+// existed, so upgrading the operator does not roll it.
+func TestSecretPeerSecret(t *testing.T) {
+	n := 0
+	gen := func() (string, error) { n++; return strings.Repeat(string(rune('a'+n)), 8), nil }
+
+	var one TokenHash
+	b := &SecretBuilder{PN: newPN(), NewToken: gen, Token: &one}
+	s := b.Object().(*corev1.Secret)
+	if err := b.Update(s); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := s.Data[PeerTokenKey]; ok {
+		t.Errorf("a one-pod PushNode got a peer secret: %v", s.Data)
+	}
+	var tokenOnly TokenHash
+	tokenOnly.record(s.Data[TokenKey], nil)
+	if one.Value != tokenOnly.Value || one.Value == "" {
+		t.Errorf("one-pod hash %q, want the hash of the token alone %q", one.Value, tokenOnly.Value)
+	}
+
+	var h TokenHash
+	sb := &SecretBuilder{PN: shardedPN(3), NewToken: gen, Token: &h}
+	ss := sb.Object().(*corev1.Secret)
+	if err := sb.Update(ss); err != nil {
+		t.Fatal(err)
+	}
+	tok, peer := string(ss.Data[TokenKey]), string(ss.Data[PeerTokenKey])
+	if tok == "" || peer == "" || tok == peer {
+		t.Fatalf("token %q, peer secret %q: want two different secrets", tok, peer)
+	}
+	first := h.Value
+	for range 5 {
+		if err := sb.Update(ss); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if string(ss.Data[TokenKey]) != tok || string(ss.Data[PeerTokenKey]) != peer || h.Value != first {
+		t.Errorf("secrets or hash changed on update: %v, hash %q then %q", ss.Data, first, h.Value)
+	}
+
+	// A Secret made before peer secrets existed gets one, keeps its
+	// token, and the hash changes so that the pods pick the secret up.
+	old := sb.Object().(*corev1.Secret)
+	old.Data = map[string][]byte{TokenKey: []byte("users-own-token")}
+	if err := sb.Update(old); err != nil {
+		t.Fatal(err)
+	}
+	if string(old.Data[TokenKey]) != "users-own-token" || len(old.Data[PeerTokenKey]) == 0 {
+		t.Errorf("after update: %v", old.Data)
+	}
+	tokenOnly.record([]byte("users-own-token"), nil)
+	if h.Value == tokenOnly.Value {
+		t.Errorf("the hash ignores the peer secret")
+	}
+
+	// A failing generator is reported and names what it was making.
+	fail := &SecretBuilder{PN: shardedPN(3), NewToken: func() (string, error) { return "", errors.New("no entropy") }}
+	fs := fail.Object().(*corev1.Secret)
+	fs.Data = map[string][]byte{TokenKey: []byte("t")}
+	if err := fail.Update(fs); err == nil || !strings.Contains(err.Error(), "peer secret") {
+		t.Errorf("err %v, want one naming the peer secret", err)
+	}
+}

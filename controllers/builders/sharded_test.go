@@ -105,7 +105,7 @@ func TestStatefulSetShardedPods(t *testing.T) {
 		t.Errorf("single pod: podManagementPolicy %q; want the server's default as before", one.Spec.PodManagementPolicy)
 	}
 	c := container(t, sts)
-	if !slices.Equal(c.Args, []string{"--peer-addr=:9977"}) {
+	if !slices.Equal(c.Args, []string{"--peer-addr=:9977", "--peer-token-file=/etc/pushnode/api/peer-token"}) {
 		t.Errorf("args %v", c.Args)
 	}
 	if len(c.Env) != 1 || c.Env[0].Name != "POD_NAME" || c.Env[0].ValueFrom == nil || c.Env[0].ValueFrom.FieldRef == nil ||

@@ -147,7 +147,7 @@ func PodTemplate(pn *ddpushv1.PushNode, defaultImage string) corev1.PodTemplateS
 		// the operator does not roll its pod. The node takes its ordinal
 		// from its pod name ($HOSTNAME ends in -N).
 		ports = append(ports, corev1.ContainerPort{Name: PortPeer, ContainerPort: PeerPort, Protocol: corev1.ProtocolTCP})
-		args = []string{"--peer-addr=:" + itoa(PeerPort)}
+		args = []string{"--peer-addr=:" + itoa(PeerPort), "--peer-token-file=" + PeerTokenFilePath}
 		// The node reads its ordinal from $POD_NAME before $HOSTNAME,
 		// which a pod spec can set to something else.
 		env = []corev1.EnvVar{{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{
