@@ -28,6 +28,8 @@ package controllers_test
 // round). PMBENCH_DUMP=1 also logs one finished PushMessage as stored and
 // each round's start and end (Unix seconds), to line up with a CPU
 // sampler of the other processes (apiserver, etcd, node).
+// PMBENCH_CEILING_CONDITIONS=N (0-4) makes the ceiling write a delivered
+// message's whole status with N conditions (see ceilingConditions).
 
 import (
 	"bufio"
@@ -392,6 +394,9 @@ func startCeiling(b *testing.B) {
 				return reconcile.Result{}, nil
 			}
 			pm.Status.Phase = ddpushv1.PhaseDelivered
+			if n := ceilingConditions(); n >= 0 {
+				deliveredStatus(&pm.Status, n)
+			}
 			return reconcile.Result{}, c.Status().Update(ctx, &pm)
 		})))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -404,6 +409,32 @@ func startCeiling(b *testing.B) {
 		case <-time.After(30 * time.Second):
 		}
 	})
+}
+
+// ceilingConditions is PMBENCH_CEILING_CONDITIONS: when set (0 to 4), the
+// ceiling writes the whole status of a delivered message with that many
+// conditions instead of the phase alone, to measure what the status's
+// shape costs the apiserver; -1 when unset.
+func ceilingConditions() int {
+	n, err := strconv.Atoi(os.Getenv("PMBENCH_CEILING_CONDITIONS"))
+	if err != nil || n < 0 {
+		return -1
+	}
+	return min(n, 4)
+}
+
+// deliveredStatus fills st as the operator leaves a delivered message,
+// with n conditions.
+func deliveredStatus(st *ddpushv1.PushMessageStatus, n int) {
+	now := metav1.Now()
+	st.ObservedGeneration = 1
+	st.Reason, st.Message = "Acknowledged", "the client acknowledged the message"
+	st.PushID, st.TargetUUID, st.NodePod, st.NodeIncarnation = 2, "03e6c61603f6c550ab49ab6a2d83f793", "node-0", "95c5b5613372210925c9dcd64a2b4365"
+	st.SubmittedAt, st.SentAt, st.DeliveredAt, st.CompletionTime = &now, &now, &now, &now
+	for _, ty := range []string{"Finished", "Delivered", "Submitted", "NodeAvailable"}[:n] {
+		st.Conditions = append(st.Conditions, metav1.Condition{Type: ty, Status: metav1.ConditionTrue, ObservedGeneration: 1,
+			LastTransitionTime: now, Reason: "Acknowledged", Message: "the client acknowledged the message"})
+	}
 }
 
 // apiserverRequests reads the apiserver's request counters, summed by verb
