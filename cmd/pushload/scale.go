@@ -101,7 +101,21 @@ func runScale(ctx context.Context, args []string, stdout io.Writer) error {
 	sleepCtx(ctx, *settle)
 	if live, err := readProcMem(n.Pid()); err == nil {
 		res.Metrics["live_rss_bytes"] = float64(live.RSS)
+		res.Metrics["live_rss_anon_bytes"] = float64(live.RSSAnon)
+		res.Metrics["live_rss_file_bytes"] = float64(live.RSSFile)
 		res.Metrics["live_rss_per_record"] = float64(live.RSS) / float64(*records)
+		fmt.Fprintf(stdout, "after creating them live: VmRSS %.1f MB (anon %.1f MB, file %.1f MB), %.0f B a record\n",
+			mb(live.RSS), mb(live.RSSAnon), mb(live.RSSFile), float64(live.RSS)/float64(*records))
+	}
+	if cm.profileDir != "" {
+		// The heap of the records made live, and (debug=1) the runtime's
+		// MemStats: what of the resident set is live heap, and what is
+		// heap the runtime holds but has not returned.
+		for name, q := range map[string]string{"scale.live.heap.pprof": "", "scale.live.heap.txt": "?debug=1"} {
+			if err := fetchToFile(ctx, "http://"+n.HTTP+"/debug/pprof/heap"+q, n.Token, filepath.Join(cm.profileDir, name), time.Minute); err != nil {
+				res.note("live heap profile not saved: %v", err)
+			}
+		}
 	}
 	stopTook, err := n.Stop(60 * time.Second)
 	if err != nil {
