@@ -61,13 +61,30 @@ type ClientTable struct {
 // message is dropped and the phone repeats it.
 const DefaultHeldWait = time.Second
 
+// chunkLen is the records of one slab chunk: 256 records of 56 bytes
+// fill a size class of the Go allocator exactly (14,336 bytes).
+const (
+	chunkBits = 8
+	chunkLen  = 1 << chunkBits
+)
+
+// chunk is a fixed-size piece of a shard's slab. A shard grows by whole
+// chunks, never by copying: a table grown live by heartbeats leaves no
+// outgrown slabs behind as garbage, holds at most one partly used chunk
+// per shard, and is laid out exactly as a table loaded from the store.
+type chunk [chunkLen]state.Record
+
 type shard struct {
-	mu    sync.Mutex
-	idx   map[wire.UUID]uint32
-	recs  []state.Record
-	free  []uint32
-	dirty []uint32
-	evs   []state.Event
+	mu  sync.Mutex
+	idx map[wire.UUID]uint32
+	// chunks hold the records: slot i is chunks[i/chunkLen][i%chunkLen].
+	// Slots below n are in use or free; slots at and past n were never
+	// used.
+	chunks []*chunk
+	n      uint32
+	free   []uint32
+	dirty  []uint32
+	evs    []state.Event
 	// What the stage being committed does to this shard (see Stage).
 	staged   map[wire.UUID]*stagedRecord
 	expiring []uint32 // live records the stage removes
@@ -103,12 +120,17 @@ func (t *ClientTable) Len() int64 { return t.count.Load() }
 // Config returns the table's configuration.
 func (t *ClientTable) Config() Config { return t.cfg }
 
+// rec is the record in slot i (i < s.n).
+func (s *shard) rec(i uint32) *state.Record {
+	return &s.chunks[i>>chunkBits][i&(chunkLen-1)]
+}
+
 func (s *shard) lookup(u *wire.UUID) *state.Record {
 	i, ok := s.idx[*u]
 	if !ok {
 		return nil
 	}
-	return &s.recs[i]
+	return s.rec(i)
 }
 
 func (s *shard) insert(u *wire.UUID) *state.Record {
@@ -117,11 +139,14 @@ func (s *shard) insert(u *wire.UUID) *state.Record {
 		i = s.free[n-1]
 		s.free = s.free[:n-1]
 	} else {
-		s.recs = append(s.recs, state.Record{})
-		i = uint32(len(s.recs) - 1)
+		i = s.n
+		if int(i>>chunkBits) == len(s.chunks) {
+			s.chunks = append(s.chunks, new(chunk))
+		}
+		s.n++
 	}
 	s.idx[*u] = i
-	r := &s.recs[i]
+	r := s.rec(i)
 	*r = state.Record{UUID: *u, Flags: state.FlagInUse}
 	return r
 }
@@ -331,8 +356,8 @@ func (t *ClientTable) Online(now int64) int64 {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for j := range s.recs {
-			r := &s.recs[j]
+		for j := range s.n {
+			r := s.rec(j)
 			if r.Flags&state.FlagInUse != 0 && r.Online(now, t.cfg.OnlineWindow) {
 				n++
 			}
@@ -389,7 +414,7 @@ func (t *ClientTable) CollectChanges(c *Changes) {
 		s := &t.shards[i]
 		s.mu.Lock()
 		for _, j := range s.dirty {
-			r := &s.recs[j]
+			r := s.rec(j)
 			if r.Flags&state.FlagInUse == 0 || r.Flags&state.FlagDirty == 0 {
 				continue
 			}
@@ -416,7 +441,7 @@ func (t *ClientTable) CollectChanges(c *Changes) {
 			spans = append(spans, span{off, len(c.Buf)})
 		}
 		for _, j := range s.expiring {
-			c.Gone = append(c.Gone, s.recs[j].UUID)
+			c.Gone = append(c.Gone, s.rec(j).UUID)
 		}
 		s.mu.Unlock()
 	}
@@ -446,8 +471,8 @@ func (t *ClientTable) Range(fn func(r *state.Record) bool) {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for j := range s.recs {
-			if s.recs[j].Flags&state.FlagInUse != 0 && !fn(&s.recs[j]) {
+		for j := range s.n {
+			if r := s.rec(j); r.Flags&state.FlagInUse != 0 && !fn(r) {
 				s.mu.Unlock()
 				return
 			}

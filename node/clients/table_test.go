@@ -216,3 +216,61 @@ func TestShardUsesEveryByte(t *testing.T) {
 		}
 	}
 }
+
+// A shard grows by whole chunks: records keep their place as it grows,
+// slots freed by expiry are reused before a new chunk is taken, and every
+// record is found and ranged over across chunk boundaries.
+func TestShardGrowsByChunks(t *testing.T) {
+	tbl, _ := newTable(Config{CreateByHeartbeat: true})
+	// uuids of one shard, enough for three chunks and a bit.
+	var ids []wire.UUID
+	shard := -1
+	for i := 0; len(ids) < 3*chunkLen+5; i++ {
+		u := uuid(i)
+		if shard < 0 {
+			shard = shardOf(&u)
+		}
+		if shardOf(&u) == shard {
+			ids = append(ids, u)
+		}
+	}
+	s := &tbl.shards[shard]
+	tbl.Heartbeat(1, ids[0], state.UDP, addr, nil, 0, 1, nil)
+	r0 := s.lookup(&ids[0])
+	for _, u := range ids[1:] {
+		tbl.Heartbeat(1, u, state.UDP, addr, nil, 0, 1, nil)
+	}
+	if got := len(s.chunks); got != 4 {
+		t.Fatalf("%d records in %d chunks, want 4", len(ids), got)
+	}
+	if s.lookup(&ids[0]) != r0 {
+		t.Fatal("a record moved when its shard grew")
+	}
+	// Expire the first chunkLen+1 records (last seen at 1), keep the rest.
+	for _, u := range ids[chunkLen+1:] {
+		tbl.Heartbeat(5, u, state.UDP, addr, nil, 0, 1, nil)
+	}
+	st := tbl.Begin()
+	if n := st.Expire(10, 3); n != chunkLen+1 {
+		t.Fatalf("expired %d, want %d", n, chunkLen+1)
+	}
+	st.Release()
+	if tbl.Len() != int64(len(ids)-chunkLen-1) {
+		t.Fatalf("Len %d", tbl.Len())
+	}
+	// New records take the freed slots: no new chunk.
+	for i := range chunkLen + 1 {
+		tbl.Heartbeat(20, ids[i], state.UDP, addr, nil, 0, 1, nil)
+	}
+	if got := len(s.chunks); got != 4 || s.n != uint32(len(ids)) {
+		t.Fatalf("after reuse: %d chunks, %d slots", got, s.n)
+	}
+	seen := map[wire.UUID]bool{}
+	tbl.Range(func(r *state.Record) bool { seen[r.UUID] = true; return true })
+	for _, u := range ids {
+		snap, ok := tbl.Get(20, u)
+		if !ok || !seen[u] || snap.Record.UUID != u {
+			t.Fatalf("record %s lost (get %v, ranged %v)", u, ok, seen[u])
+		}
+	}
+}
