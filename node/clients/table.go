@@ -392,7 +392,18 @@ type Changes struct {
 	Values [][]byte // stored form of each record in Keys; aliases Buf
 	Buf    []byte
 	Gone   []wire.UUID
+	// Limit caps the records changed by heartbeats and acks that one
+	// collection takes (0: no cap); the rest wait for the next one. What
+	// the stage being committed changes is always taken whole. It bounds
+	// the memory a write-back needs: the collected records, and the
+	// store's copy of every page they touch.
+	Limit int
+
+	spans []span // where each of Values lies in Buf, while collecting
+	from  int    // the shard a capped collection starts at
 }
+
+type span struct{ off, end int }
 
 // Reset empties c for reuse.
 func (c *Changes) Reset() {
@@ -401,19 +412,33 @@ func (c *Changes) Reset() {
 	c.Values = c.Values[:0]
 	c.Buf = c.Buf[:0]
 	c.Gone = c.Gone[:0]
+	c.spans = c.spans[:0]
 }
 
 // CollectChanges appends to c every record changed since the last call,
-// and marks them clean, with what the stage being committed (if any)
-// writes and removes. If writing them fails, the caller hands them back
-// with Redo.
-func (t *ClientTable) CollectChanges(c *Changes) {
-	type span struct{ off, end int }
-	var spans []span
-	for i := range t.shards {
+// up to c.Limit of them, and marks them clean, with what the stage being
+// committed (if any) writes and removes. It reports whether changed
+// records were left for a later call. If writing them fails, the caller
+// hands them back with Redo.
+func (t *ClientTable) CollectChanges(c *Changes) (more bool) {
+	budget := c.Limit
+	if budget <= 0 {
+		budget = -1
+	}
+	// A capped collection starts where the last one stopped, so that
+	// while changes come faster than they are written back, every
+	// shard's still get their turn.
+	first := c.from
+	for k := range t.shards {
+		i := (first + k) % shardCount
 		s := &t.shards[i]
 		s.mu.Lock()
+		taken := 0
 		for _, j := range s.dirty {
+			if budget == 0 {
+				break
+			}
+			taken++
 			r := s.rec(j)
 			if r.Flags&state.FlagInUse == 0 || r.Flags&state.FlagDirty == 0 {
 				continue
@@ -425,9 +450,18 @@ func (t *ClientTable) CollectChanges(c *Changes) {
 			off := len(c.Buf)
 			c.Buf = r.AppendBinary(c.Buf)
 			c.Keys = append(c.Keys, r.UUID)
-			spans = append(spans, span{off, len(c.Buf)})
+			c.spans = append(c.spans, span{off, len(c.Buf)})
+			if budget > 0 {
+				budget--
+			}
 		}
-		s.dirty = s.dirty[:0]
+		s.dirty = s.dirty[:copy(s.dirty, s.dirty[taken:])]
+		if len(s.dirty) > 0 {
+			if !more {
+				c.from = i
+			}
+			more = true
+		}
 		for u, sr := range s.staged {
 			if sr.gone {
 				if sr.live {
@@ -438,7 +472,7 @@ func (t *ClientTable) CollectChanges(c *Changes) {
 			off := len(c.Buf)
 			c.Buf = sr.rec.AppendBinary(c.Buf)
 			c.Keys = append(c.Keys, u)
-			spans = append(spans, span{off, len(c.Buf)})
+			c.spans = append(c.spans, span{off, len(c.Buf)})
 		}
 		for _, j := range s.expiring {
 			c.Gone = append(c.Gone, s.rec(j).UUID)
@@ -446,9 +480,24 @@ func (t *ClientTable) CollectChanges(c *Changes) {
 		s.mu.Unlock()
 	}
 	// Slices into Buf are cut only now: appends may have moved it.
-	for _, sp := range spans {
+	for _, sp := range c.spans {
 		c.Values = append(c.Values, c.Buf[sp.off:sp.end])
 	}
+	c.spans = c.spans[:0]
+	return more
+}
+
+// Dirty is the number of records changed by heartbeats and acks that
+// wait to be written back.
+func (t *ClientTable) Dirty() int64 {
+	var n int64
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		n += int64(len(s.dirty))
+		s.mu.Unlock()
+	}
+	return n
 }
 
 // Redo marks the live records of a failed write dirty again so that the

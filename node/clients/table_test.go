@@ -274,3 +274,42 @@ func TestShardGrowsByChunks(t *testing.T) {
 		}
 	}
 }
+
+// A capped collection takes at most Limit changed records, leaves the rest
+// dirty for the next, and the next ones start where it stopped, so that
+// every record is collected exactly once.
+func TestCollectChangesLimit(t *testing.T) {
+	tbl, _ := newTable(Config{CreateByHeartbeat: true})
+	const n = 1000
+	for i := range n {
+		tbl.Heartbeat(1, uuid(i), state.UDP, addr, nil, 0, 1, nil)
+	}
+	seen := map[wire.UUID]int{}
+	var c Changes
+	rounds := 0
+	for more := true; more; rounds++ {
+		c.Reset()
+		c.Limit = 64
+		more = tbl.CollectChanges(&c)
+		if len(c.Keys) > 64 || len(c.Keys) != len(c.Values) {
+			t.Fatalf("round %d: %d keys, %d values, limit 64", rounds, len(c.Keys), len(c.Values))
+		}
+		for i, u := range c.Keys {
+			seen[u]++
+			if snap, _ := tbl.Get(1, u); string(snap.Record.AppendBinary(nil)) != string(c.Values[i]) {
+				t.Fatalf("value of %s is not its record", u)
+			}
+		}
+		if got, want := tbl.Dirty(), int64(n-len(seen)); got != want {
+			t.Fatalf("round %d: %d dirty, want %d", rounds, got, want)
+		}
+	}
+	if rounds != (n+63)/64 || len(seen) != n {
+		t.Fatalf("%d records collected in %d rounds", len(seen), rounds)
+	}
+	for u, k := range seen {
+		if k != 1 {
+			t.Fatalf("%s collected %d times", u, k)
+		}
+	}
+}
