@@ -98,6 +98,22 @@ func runScale(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	res.Metrics["fill_heartbeats_per_s"] = float64(st.Done) / st.Last.Seconds()
 	fmt.Fprintf(stdout, "created %d records by heartbeat in %.1fs (%.0f/s)\n", st.Done, st.Last.Seconds(), float64(st.Done)/st.Last.Seconds())
+	// Memory is read once the node has written the records back (a node
+	// that does not say so gets the settle time only): what it holds
+	// then is what it keeps for them, not the write-back in progress.
+	drainStart := time.Now()
+	for ctx.Err() == nil && time.Since(drainStart) < 10*time.Minute {
+		v, found, err := readMetric(ctx, n.HTTP, n.Token, "pushnode_writeback_pending_records")
+		if err != nil || !found {
+			break
+		}
+		if v == 0 {
+			res.Metrics["writeback_drained_after_fill_s"] = time.Since(drainStart).Seconds()
+			fmt.Fprintf(stdout, "written back %.1fs after the fill\n", time.Since(drainStart).Seconds())
+			break
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
 	sleepCtx(ctx, *settle)
 	if live, err := readProcMem(n.Pid()); err == nil {
 		res.Metrics["live_rss_bytes"] = float64(live.RSS)
