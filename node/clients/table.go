@@ -405,6 +405,10 @@ type Changes struct {
 
 type span struct{ off, end int }
 
+// maxIdleDirtyCap is the most capacity a shard's dirty list keeps once it
+// is written back: 4,096 slots (16 KB) a shard.
+const maxIdleDirtyCap = 4096
+
 // Reset empties c for reuse.
 func (c *Changes) Reset() {
 	c.Keys = c.Keys[:0]
@@ -456,6 +460,10 @@ func (t *ClientTable) CollectChanges(c *Changes) (more bool) {
 			}
 		}
 		s.dirty = s.dirty[:copy(s.dirty, s.dirty[taken:])]
+		if len(s.dirty) == 0 && cap(s.dirty) > maxIdleDirtyCap {
+			// A burst of new records grew it; do not keep that for good.
+			s.dirty = nil
+		}
 		if len(s.dirty) > 0 {
 			if !more {
 				c.from = i

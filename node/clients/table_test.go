@@ -313,3 +313,32 @@ func TestCollectChangesLimit(t *testing.T) {
 		}
 	}
 }
+
+// Once written back, a shard's dirty list does not keep the capacity a
+// burst of new records grew it to.
+func TestDirtyListShrinksAfterBurst(t *testing.T) {
+	tbl, _ := newTable(Config{CreateByHeartbeat: true})
+	shard := -1
+	made := 0
+	for i := 0; made <= maxIdleDirtyCap; i++ {
+		u := wire.UUID{byte(i), byte(i >> 8), byte(i >> 16), byte(i >> 24), 0xdd}
+		if shard < 0 {
+			shard = shardOf(&u)
+		}
+		if shardOf(&u) == shard {
+			tbl.Heartbeat(1, u, state.UDP, addr, nil, 0, 1, nil)
+			made++
+		}
+	}
+	s := &tbl.shards[shard]
+	if cap(s.dirty) <= maxIdleDirtyCap {
+		t.Fatalf("dirty list of %d records has capacity %d", made, cap(s.dirty))
+	}
+	var c Changes
+	if tbl.CollectChanges(&c) || len(c.Keys) != made {
+		t.Fatalf("collected %d of %d", len(c.Keys), made)
+	}
+	if cap(s.dirty) != 0 {
+		t.Fatalf("written-back dirty list keeps capacity %d", cap(s.dirty))
+	}
+}
