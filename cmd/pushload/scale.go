@@ -165,8 +165,10 @@ func runScale(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		mem = m
 		if r == *restarts-1 && cm.profileDir != "" {
-			if err := fetchToFile(ctx, "http://"+n.HTTP+"/debug/pprof/heap", n.Token, filepath.Join(cm.profileDir, "scale.heap.pprof"), time.Minute); err != nil {
-				res.note("heap profile not saved: %v", err)
+			for name, q := range map[string]string{"scale.heap.pprof": "", "scale.heap.txt": "?debug=1"} {
+				if err := fetchToFile(ctx, "http://"+n.HTTP+"/debug/pprof/heap"+q, n.Token, filepath.Join(cm.profileDir, name), time.Minute); err != nil {
+					res.note("heap profile not saved: %v", err)
+				}
 			}
 		}
 		fmt.Fprintf(stdout, "restart %d: ready after %.3fs with %d records; VmRSS %.1f MB (anon %.1f MB, file %.1f MB)\n",
