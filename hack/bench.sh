@@ -16,6 +16,8 @@
 # Settings (environment):
 #   BENCH_QUICK=1      a smoke run of a minute or so with small sizes
 #   BENCH_RECORDS=N    records of the scale workload (default 1000000)
+#   BENCH_SCALE=10M    the scale workload at 10,000,000 records, one restart
+#                      (about 4 GB of disk and several minutes more)
 #   BENCH_ROUNDS=N     alternating ceiling/node rounds of the heartbeat workload
 #   BENCH_OUT=DIR      where results go (default bench-results)
 #   BENCH_GO=0         skip the Go benchmarks
@@ -46,6 +48,10 @@ else
   PUSH=(--phones 10000 --warmup 2s --duration 10s)
   BACKLOG=(--clients 100000)
   SCALE=(--restarts 3)
+  if [[ "${BENCH_SCALE:-}" == "10M" ]]; then
+    RECORDS=10000000
+    SCALE=(--restarts 1)
+  fi
   DUR=(--rounds 3 --kill-after 3s)
   GOBENCH=()
 fi

@@ -144,6 +144,7 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		Online:     func() float64 { return float64(c.Online()) },
 		StoreBytes: func() float64 { return float64(c.Store().Size()) },
 		EventSeq:   func() float64 { return float64(c.DurableSeq()) },
+		WriteBack:  func() float64 { return float64(c.WriteBackPending()) },
 	}); err != nil {
 		return fail(err)
 	}

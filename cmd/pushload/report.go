@@ -66,6 +66,8 @@ var infos = []struct{ name, workload, metric, unit string }{
 	{"scale: store bytes per record", "scale", "store_bytes_per_record", "B"},
 	{"scale: peak RSS while loading (VmHWM)", "scale", "rss_hwm_bytes", "MB"},
 	{"scale: RSS after creating the records live, per record", "scale", "live_rss_per_record", "B"},
+	{"scale: after creating them live, VmRSS / RssAnon / RssFile", "scale", "live_rss_bytes|live_rss_anon_bytes|live_rss_file_bytes", "MB"},
+	{"scale: records written back, seconds after the fill", "scale", "writeback_drained_after_fill_s", "s"},
 	{"scale: fill heartbeats/s (record creation)", "scale", "fill_heartbeats_per_s", "/s"},
 	{"durability: answered before SIGKILL / found after", "durability", "accepted_before_kill|found_after_restart", ""},
 	{"durability: pushes/s while killed", "durability", "pushes_per_s_before_kill", "/s"},

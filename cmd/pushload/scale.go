@@ -98,10 +98,40 @@ func runScale(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	res.Metrics["fill_heartbeats_per_s"] = float64(st.Done) / st.Last.Seconds()
 	fmt.Fprintf(stdout, "created %d records by heartbeat in %.1fs (%.0f/s)\n", st.Done, st.Last.Seconds(), float64(st.Done)/st.Last.Seconds())
+	// Memory is read once the node has written the records back (a node
+	// that does not say so gets the settle time only): what it holds
+	// then is what it keeps for them, not the write-back in progress.
+	drainStart := time.Now()
+	for ctx.Err() == nil && time.Since(drainStart) < 10*time.Minute {
+		v, found, err := readMetric(ctx, n.HTTP, n.Token, "pushnode_writeback_pending_records")
+		if err != nil || !found {
+			break
+		}
+		if v == 0 {
+			res.Metrics["writeback_drained_after_fill_s"] = time.Since(drainStart).Seconds()
+			fmt.Fprintf(stdout, "written back %.1fs after the fill\n", time.Since(drainStart).Seconds())
+			break
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
 	sleepCtx(ctx, *settle)
 	if live, err := readProcMem(n.Pid()); err == nil {
 		res.Metrics["live_rss_bytes"] = float64(live.RSS)
+		res.Metrics["live_rss_anon_bytes"] = float64(live.RSSAnon)
+		res.Metrics["live_rss_file_bytes"] = float64(live.RSSFile)
 		res.Metrics["live_rss_per_record"] = float64(live.RSS) / float64(*records)
+		fmt.Fprintf(stdout, "after creating them live: VmRSS %.1f MB (anon %.1f MB, file %.1f MB), %.0f B a record\n",
+			mb(live.RSS), mb(live.RSSAnon), mb(live.RSSFile), float64(live.RSS)/float64(*records))
+	}
+	if cm.profileDir != "" {
+		// The heap of the records made live, and (debug=1) the runtime's
+		// MemStats: what of the resident set is live heap, and what is
+		// heap the runtime holds but has not returned.
+		for name, q := range map[string]string{"scale.live.heap.pprof": "", "scale.live.heap.txt": "?debug=1"} {
+			if err := fetchToFile(ctx, "http://"+n.HTTP+"/debug/pprof/heap"+q, n.Token, filepath.Join(cm.profileDir, name), time.Minute); err != nil {
+				res.note("live heap profile not saved: %v", err)
+			}
+		}
 	}
 	stopTook, err := n.Stop(60 * time.Second)
 	if err != nil {
@@ -135,8 +165,10 @@ func runScale(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		mem = m
 		if r == *restarts-1 && cm.profileDir != "" {
-			if err := fetchToFile(ctx, "http://"+n.HTTP+"/debug/pprof/heap", n.Token, filepath.Join(cm.profileDir, "scale.heap.pprof"), time.Minute); err != nil {
-				res.note("heap profile not saved: %v", err)
+			for name, q := range map[string]string{"scale.heap.pprof": "", "scale.heap.txt": "?debug=1"} {
+				if err := fetchToFile(ctx, "http://"+n.HTTP+"/debug/pprof/heap"+q, n.Token, filepath.Join(cm.profileDir, name), time.Minute); err != nil {
+					res.note("heap profile not saved: %v", err)
+				}
 			}
 		}
 		fmt.Fprintf(stdout, "restart %d: ready after %.3fs with %d records; VmRSS %.1f MB (anon %.1f MB, file %.1f MB)\n",

@@ -117,14 +117,14 @@ func (st *Stage) Expire(now, cutoff int64) int {
 			sr.gone = true
 			removed++
 		}
-		for j := range s.recs {
-			r := &s.recs[j]
+		for j := range s.n {
+			r := s.rec(j)
 			if r.Flags&state.FlagInUse == 0 || r.Flags&state.FlagHeld != 0 || r.LastSeen >= cutoff || r.Conn() != nil {
 				continue
 			}
 			st.evs = r.Expire(now, st.evs)
 			r.Flags |= state.FlagHeld
-			s.expiring = append(s.expiring, uint32(j))
+			s.expiring = append(s.expiring, j)
 			st.touch(s, uint8(i))
 			removed++
 		}
@@ -162,7 +162,7 @@ func (st *Stage) Release() {
 			r.SetConn(conn)
 		}
 		for _, j := range s.expiring {
-			s.remove(&s.recs[j])
+			s.remove(s.rec(j))
 			t.count.Add(-1)
 		}
 		st.end(s)
@@ -184,7 +184,7 @@ func (st *Stage) Abort() {
 			}
 		}
 		for _, j := range s.expiring {
-			s.recs[j].Flags &^= state.FlagHeld
+			s.rec(j).Flags &^= state.FlagHeld
 		}
 		st.end(s)
 		s.mu.Unlock()

@@ -61,13 +61,30 @@ type ClientTable struct {
 // message is dropped and the phone repeats it.
 const DefaultHeldWait = time.Second
 
+// chunkLen is the records of one slab chunk: 256 records of 56 bytes
+// fill a size class of the Go allocator exactly (14,336 bytes).
+const (
+	chunkBits = 8
+	chunkLen  = 1 << chunkBits
+)
+
+// chunk is a fixed-size piece of a shard's slab. A shard grows by whole
+// chunks, never by copying: a table grown live by heartbeats leaves no
+// outgrown slabs behind as garbage, holds at most one partly used chunk
+// per shard, and is laid out exactly as a table loaded from the store.
+type chunk [chunkLen]state.Record
+
 type shard struct {
-	mu    sync.Mutex
-	idx   map[wire.UUID]uint32
-	recs  []state.Record
-	free  []uint32
-	dirty []uint32
-	evs   []state.Event
+	mu  sync.Mutex
+	idx map[wire.UUID]uint32
+	// chunks hold the records: slot i is chunks[i/chunkLen][i%chunkLen].
+	// Slots below n are in use or free; slots at and past n were never
+	// used.
+	chunks []*chunk
+	n      uint32
+	free   []uint32
+	dirty  []uint32
+	evs    []state.Event
 	// What the stage being committed does to this shard (see Stage).
 	staged   map[wire.UUID]*stagedRecord
 	expiring []uint32 // live records the stage removes
@@ -103,12 +120,17 @@ func (t *ClientTable) Len() int64 { return t.count.Load() }
 // Config returns the table's configuration.
 func (t *ClientTable) Config() Config { return t.cfg }
 
+// rec is the record in slot i (i < s.n).
+func (s *shard) rec(i uint32) *state.Record {
+	return &s.chunks[i>>chunkBits][i&(chunkLen-1)]
+}
+
 func (s *shard) lookup(u *wire.UUID) *state.Record {
 	i, ok := s.idx[*u]
 	if !ok {
 		return nil
 	}
-	return &s.recs[i]
+	return s.rec(i)
 }
 
 func (s *shard) insert(u *wire.UUID) *state.Record {
@@ -117,11 +139,14 @@ func (s *shard) insert(u *wire.UUID) *state.Record {
 		i = s.free[n-1]
 		s.free = s.free[:n-1]
 	} else {
-		s.recs = append(s.recs, state.Record{})
-		i = uint32(len(s.recs) - 1)
+		i = s.n
+		if int(i>>chunkBits) == len(s.chunks) {
+			s.chunks = append(s.chunks, new(chunk))
+		}
+		s.n++
 	}
 	s.idx[*u] = i
-	r := &s.recs[i]
+	r := s.rec(i)
 	*r = state.Record{UUID: *u, Flags: state.FlagInUse}
 	return r
 }
@@ -331,8 +356,8 @@ func (t *ClientTable) Online(now int64) int64 {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for j := range s.recs {
-			r := &s.recs[j]
+		for j := range s.n {
+			r := s.rec(j)
 			if r.Flags&state.FlagInUse != 0 && r.Online(now, t.cfg.OnlineWindow) {
 				n++
 			}
@@ -367,7 +392,22 @@ type Changes struct {
 	Values [][]byte // stored form of each record in Keys; aliases Buf
 	Buf    []byte
 	Gone   []wire.UUID
+	// Limit caps the records changed by heartbeats and acks that one
+	// collection takes (0: no cap); the rest wait for the next one. What
+	// the stage being committed changes is always taken whole. It bounds
+	// the memory a write-back needs: the collected records, and the
+	// store's copy of every page they touch.
+	Limit int
+
+	spans []span // where each of Values lies in Buf, while collecting
+	from  int    // the shard a capped collection starts at
 }
+
+type span struct{ off, end int }
+
+// maxIdleDirtyCap is the most capacity a shard's dirty list keeps once it
+// is written back: 4,096 slots (16 KB) a shard.
+const maxIdleDirtyCap = 4096
 
 // Reset empties c for reuse.
 func (c *Changes) Reset() {
@@ -376,20 +416,34 @@ func (c *Changes) Reset() {
 	c.Values = c.Values[:0]
 	c.Buf = c.Buf[:0]
 	c.Gone = c.Gone[:0]
+	c.spans = c.spans[:0]
 }
 
 // CollectChanges appends to c every record changed since the last call,
-// and marks them clean, with what the stage being committed (if any)
-// writes and removes. If writing them fails, the caller hands them back
-// with Redo.
-func (t *ClientTable) CollectChanges(c *Changes) {
-	type span struct{ off, end int }
-	var spans []span
-	for i := range t.shards {
+// up to c.Limit of them, and marks them clean, with what the stage being
+// committed (if any) writes and removes. It reports whether changed
+// records were left for a later call. If writing them fails, the caller
+// hands them back with Redo.
+func (t *ClientTable) CollectChanges(c *Changes) (more bool) {
+	budget := c.Limit
+	if budget <= 0 {
+		budget = -1
+	}
+	// A capped collection starts where the last one stopped, so that
+	// while changes come faster than they are written back, every
+	// shard's still get their turn.
+	first := c.from
+	for k := range t.shards {
+		i := (first + k) % shardCount
 		s := &t.shards[i]
 		s.mu.Lock()
+		taken := 0
 		for _, j := range s.dirty {
-			r := &s.recs[j]
+			if budget == 0 {
+				break
+			}
+			taken++
+			r := s.rec(j)
 			if r.Flags&state.FlagInUse == 0 || r.Flags&state.FlagDirty == 0 {
 				continue
 			}
@@ -400,9 +454,22 @@ func (t *ClientTable) CollectChanges(c *Changes) {
 			off := len(c.Buf)
 			c.Buf = r.AppendBinary(c.Buf)
 			c.Keys = append(c.Keys, r.UUID)
-			spans = append(spans, span{off, len(c.Buf)})
+			c.spans = append(c.spans, span{off, len(c.Buf)})
+			if budget > 0 {
+				budget--
+			}
 		}
-		s.dirty = s.dirty[:0]
+		s.dirty = s.dirty[:copy(s.dirty, s.dirty[taken:])]
+		if len(s.dirty) == 0 && cap(s.dirty) > maxIdleDirtyCap {
+			// A burst of new records grew it; do not keep that for good.
+			s.dirty = nil
+		}
+		if len(s.dirty) > 0 {
+			if !more {
+				c.from = i
+			}
+			more = true
+		}
 		for u, sr := range s.staged {
 			if sr.gone {
 				if sr.live {
@@ -413,17 +480,32 @@ func (t *ClientTable) CollectChanges(c *Changes) {
 			off := len(c.Buf)
 			c.Buf = sr.rec.AppendBinary(c.Buf)
 			c.Keys = append(c.Keys, u)
-			spans = append(spans, span{off, len(c.Buf)})
+			c.spans = append(c.spans, span{off, len(c.Buf)})
 		}
 		for _, j := range s.expiring {
-			c.Gone = append(c.Gone, s.recs[j].UUID)
+			c.Gone = append(c.Gone, s.rec(j).UUID)
 		}
 		s.mu.Unlock()
 	}
 	// Slices into Buf are cut only now: appends may have moved it.
-	for _, sp := range spans {
+	for _, sp := range c.spans {
 		c.Values = append(c.Values, c.Buf[sp.off:sp.end])
 	}
+	c.spans = c.spans[:0]
+	return more
+}
+
+// Dirty is the number of records changed by heartbeats and acks that
+// wait to be written back.
+func (t *ClientTable) Dirty() int64 {
+	var n int64
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		n += int64(len(s.dirty))
+		s.mu.Unlock()
+	}
+	return n
 }
 
 // Redo marks the live records of a failed write dirty again so that the
@@ -446,8 +528,8 @@ func (t *ClientTable) Range(fn func(r *state.Record) bool) {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for j := range s.recs {
-			if s.recs[j].Flags&state.FlagInUse != 0 && !fn(&s.recs[j]) {
+		for j := range s.n {
+			if r := s.rec(j); r.Flags&state.FlagInUse != 0 && !fn(r) {
 				s.mu.Unlock()
 				return
 			}

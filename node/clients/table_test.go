@@ -216,3 +216,129 @@ func TestShardUsesEveryByte(t *testing.T) {
 		}
 	}
 }
+
+// A shard grows by whole chunks: records keep their place as it grows,
+// slots freed by expiry are reused before a new chunk is taken, and every
+// record is found and ranged over across chunk boundaries.
+func TestShardGrowsByChunks(t *testing.T) {
+	tbl, _ := newTable(Config{CreateByHeartbeat: true})
+	// uuids of one shard, enough for three chunks and a bit.
+	var ids []wire.UUID
+	shard := -1
+	for i := 0; len(ids) < 3*chunkLen+5; i++ {
+		u := uuid(i)
+		if shard < 0 {
+			shard = shardOf(&u)
+		}
+		if shardOf(&u) == shard {
+			ids = append(ids, u)
+		}
+	}
+	s := &tbl.shards[shard]
+	tbl.Heartbeat(1, ids[0], state.UDP, addr, nil, 0, 1, nil)
+	r0 := s.lookup(&ids[0])
+	for _, u := range ids[1:] {
+		tbl.Heartbeat(1, u, state.UDP, addr, nil, 0, 1, nil)
+	}
+	if got := len(s.chunks); got != 4 {
+		t.Fatalf("%d records in %d chunks, want 4", len(ids), got)
+	}
+	if s.lookup(&ids[0]) != r0 {
+		t.Fatal("a record moved when its shard grew")
+	}
+	// Expire the first chunkLen+1 records (last seen at 1), keep the rest.
+	for _, u := range ids[chunkLen+1:] {
+		tbl.Heartbeat(5, u, state.UDP, addr, nil, 0, 1, nil)
+	}
+	st := tbl.Begin()
+	if n := st.Expire(10, 3); n != chunkLen+1 {
+		t.Fatalf("expired %d, want %d", n, chunkLen+1)
+	}
+	st.Release()
+	if tbl.Len() != int64(len(ids)-chunkLen-1) {
+		t.Fatalf("Len %d", tbl.Len())
+	}
+	// New records take the freed slots: no new chunk.
+	for i := range chunkLen + 1 {
+		tbl.Heartbeat(20, ids[i], state.UDP, addr, nil, 0, 1, nil)
+	}
+	if got := len(s.chunks); got != 4 || s.n != uint32(len(ids)) {
+		t.Fatalf("after reuse: %d chunks, %d slots", got, s.n)
+	}
+	seen := map[wire.UUID]bool{}
+	tbl.Range(func(r *state.Record) bool { seen[r.UUID] = true; return true })
+	for _, u := range ids {
+		snap, ok := tbl.Get(20, u)
+		if !ok || !seen[u] || snap.Record.UUID != u {
+			t.Fatalf("record %s lost (get %v, ranged %v)", u, ok, seen[u])
+		}
+	}
+}
+
+// A capped collection takes at most Limit changed records, leaves the rest
+// dirty for the next, and the next ones start where it stopped, so that
+// every record is collected exactly once.
+func TestCollectChangesLimit(t *testing.T) {
+	tbl, _ := newTable(Config{CreateByHeartbeat: true})
+	const n = 1000
+	for i := range n {
+		tbl.Heartbeat(1, uuid(i), state.UDP, addr, nil, 0, 1, nil)
+	}
+	seen := map[wire.UUID]int{}
+	var c Changes
+	rounds := 0
+	for more := true; more; rounds++ {
+		c.Reset()
+		c.Limit = 64
+		more = tbl.CollectChanges(&c)
+		if len(c.Keys) > 64 || len(c.Keys) != len(c.Values) {
+			t.Fatalf("round %d: %d keys, %d values, limit 64", rounds, len(c.Keys), len(c.Values))
+		}
+		for i, u := range c.Keys {
+			seen[u]++
+			if snap, _ := tbl.Get(1, u); string(snap.Record.AppendBinary(nil)) != string(c.Values[i]) {
+				t.Fatalf("value of %s is not its record", u)
+			}
+		}
+		if got, want := tbl.Dirty(), int64(n-len(seen)); got != want {
+			t.Fatalf("round %d: %d dirty, want %d", rounds, got, want)
+		}
+	}
+	if rounds != (n+63)/64 || len(seen) != n {
+		t.Fatalf("%d records collected in %d rounds", len(seen), rounds)
+	}
+	for u, k := range seen {
+		if k != 1 {
+			t.Fatalf("%s collected %d times", u, k)
+		}
+	}
+}
+
+// Once written back, a shard's dirty list does not keep the capacity a
+// burst of new records grew it to.
+func TestDirtyListShrinksAfterBurst(t *testing.T) {
+	tbl, _ := newTable(Config{CreateByHeartbeat: true})
+	shard := -1
+	made := 0
+	for i := 0; made <= maxIdleDirtyCap; i++ {
+		u := wire.UUID{byte(i), byte(i >> 8), byte(i >> 16), byte(i >> 24), 0xdd}
+		if shard < 0 {
+			shard = shardOf(&u)
+		}
+		if shardOf(&u) == shard {
+			tbl.Heartbeat(1, u, state.UDP, addr, nil, 0, 1, nil)
+			made++
+		}
+	}
+	s := &tbl.shards[shard]
+	if cap(s.dirty) <= maxIdleDirtyCap {
+		t.Fatalf("dirty list of %d records has capacity %d", made, cap(s.dirty))
+	}
+	var c Changes
+	if tbl.CollectChanges(&c) || len(c.Keys) != made {
+		t.Fatalf("collected %d of %d", len(c.Keys), made)
+	}
+	if cap(s.dirty) != 0 {
+		t.Fatalf("written-back dirty list keeps capacity %d", cap(s.dirty))
+	}
+}

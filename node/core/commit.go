@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/ddpush/ddpush-operator/node/clients"
@@ -33,11 +35,13 @@ type cycle struct {
 	ops  []*op
 	done chan struct{}
 	err  error
+	more bool // changed records were left for the next commit
 }
 
 // committer is the commit loop's reusable state.
 type committer struct {
 	changes clients.Changes
+	more    bool // the last commit left changed records to write back
 	logEvs  []state.Event
 	evs     []store.Event
 	pushes  []store.Push
@@ -101,15 +105,19 @@ func (c *Core) enqueue(o *op) (*cycle, error) {
 
 // Flush makes everything changed so far durable.
 func (c *Core) Flush(ctx context.Context) error {
-	cy, err := c.enqueue(nil)
-	if err != nil {
-		return err
-	}
-	select {
-	case <-cy.done:
-		return cy.err
-	case <-ctx.Done():
-		return ctx.Err()
+	for {
+		cy, err := c.enqueue(nil)
+		if err != nil {
+			return err
+		}
+		select {
+		case <-cy.done:
+			if cy.err != nil || !cy.more {
+				return cy.err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
@@ -148,6 +156,9 @@ func (c *Core) Run(ctx context.Context) error {
 			close(c.closed)
 			c.commitMu.Unlock()
 			err := c.commitCycle(w)
+			for err == nil && w.more {
+				err = c.commitCycle(w)
+			}
 			if cerr := c.store.Close(); err == nil {
 				err = cerr
 			}
@@ -169,11 +180,22 @@ func (c *Core) Run(ctx context.Context) error {
 		case <-trim.C:
 			if c.failure.Load() == nil {
 				c.trim()
+				if !w.more {
+					c.releaseAfterGrowth(c.opt.ReleaseGrowth)
+				}
 			}
 			continue
 		}
 		last = time.Now()
-		_ = c.commitCycle(w)
+		if err := c.commitCycle(w); err == nil && w.more {
+			// Write the rest back at once, as the next commit.
+			select {
+			case c.kick <- struct{}{}:
+			default:
+			}
+		} else if err == nil {
+			c.releaseAfterGrowth(max(c.opt.ReleaseGrowth, c.releasedLen/8))
+		}
 	}
 }
 
@@ -193,7 +215,7 @@ func (c *Core) commitCycle(w *committer) error {
 	err := c.commit(w, ops)
 	c.noteHealth(err)
 	if cy != nil {
-		cy.err = err
+		cy.err, cy.more = err, err == nil && w.more
 		close(cy.done)
 	}
 	return err
@@ -244,7 +266,8 @@ func (c *Core) commit(w *committer, ops []*op) error {
 	w.evs, nextSeq = c.ev.number(w.evs[:0], c.ev.nextSeq, w.logEvs)
 	w.evs, nextSeq = c.ev.number(w.evs, nextSeq, stage.Events())
 	w.changes.Reset()
-	c.table.CollectChanges(&w.changes)
+	w.changes.Limit = c.opt.WriteBackBatch
+	w.more = c.table.CollectChanges(&w.changes)
 	b := store.Batch{
 		RecordKeys:   w.changes.Keys,
 		RecordValues: w.changes.Values,
@@ -365,4 +388,43 @@ func (c *Core) trim() {
 	if ev > 0 || pu > 0 {
 		c.log.Debug("trimmed store", "events", ev, "pushes", pu)
 	}
+}
+
+// DefaultReleaseGrowth is the default Options.ReleaseGrowth.
+const DefaultReleaseGrowth = 65_536
+
+// releaseAfterGrowth gives back to the system the memory that creating
+// records left behind, once the table has grown by at least `least`
+// records since the last time and everything changed has been written
+// back. Creating records grows the table's index maps by doubling, and
+// writing them back holds a copy of every store page a commit changes,
+// then maps the pages it read: after a burst of new records the garbage
+// heap and the mapped file held several times what the records need, for
+// good, since an idle node runs no garbage collection. Start-up does the
+// same after loading the store.
+//
+// After a commit, least is an eighth of the table (and at least
+// Options.ReleaseGrowth): a table growing steadily to N records is
+// released about 8·ln(N/65,536) times in all. Once a minute it is
+// Options.ReleaseGrowth, so that the end of a burst smaller than an
+// eighth is released too. It runs beside the committer, which it does not
+// hold up, one at a time.
+func (c *Core) releaseAfterGrowth(least int64) {
+	n := c.table.Len()
+	if n < c.releasedLen {
+		c.releasedLen = n // expiry shrank the table: count growth from here
+	}
+	if n-c.releasedLen < least || !c.releasing.CompareAndSwap(false, true) {
+		return
+	}
+	c.releasedLen = n
+	go func() {
+		defer c.releasing.Store(false)
+		c.store.ReleaseMapped()
+		// Twice: the store keeps the page copies of its commits in a
+		// sync.Pool, which a collection only moves aside and the next
+		// one frees; after a large commit they are tens of MB.
+		runtime.GC()
+		debug.FreeOSMemory()
+	}()
 }

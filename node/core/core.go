@@ -37,6 +37,14 @@ type Options struct {
 	// FlushInterval bounds how long soft state (heartbeat times and
 	// addresses) stays only in memory.
 	FlushInterval time.Duration
+	// WriteBackBatch caps the records changed by heartbeats and acks
+	// that one commit writes back (default DefaultWriteBackBatch); more
+	// are written by the commits that follow at once.
+	WriteBackBatch int
+	// ReleaseGrowth is the least growth of the table, in records, after
+	// which the memory it left behind is given back to the system
+	// (default DefaultReleaseGrowth; see releaseAfterGrowth).
+	ReleaseGrowth int64
 	// RetryInterval is how often a failing store is tried again when no
 	// push asks for it.
 	RetryInterval time.Duration
@@ -91,7 +99,21 @@ type Core struct {
 
 	closed  chan struct{}
 	runDone chan struct{}
+
+	// What the committer knows of the memory given back to the system
+	// (see releaseAfterGrowth).
+	releasedLen int64
+	releasing   atomic.Bool
 }
+
+// DefaultWriteBackBatch is the default Options.WriteBackBatch. A commit
+// holds a copy of every store page it changes, and records created by
+// heartbeats have random keys, so every record written back touches a
+// page of its own until most pages are touched: at 65,536 records a
+// commit needs at most a few hundred MB, whatever the table's size,
+// while a commit of every record of a burst of millions needed a copy of
+// the whole file.
+const DefaultWriteBackBatch = 65_536
 
 type udpHolder struct{ s UDPSender }
 
@@ -108,6 +130,12 @@ func Open(dir string, opt Options) (*Core, error) {
 	}
 	if opt.FlushInterval <= 0 {
 		opt.FlushInterval = time.Second
+	}
+	if opt.WriteBackBatch <= 0 {
+		opt.WriteBackBatch = DefaultWriteBackBatch
+	}
+	if opt.ReleaseGrowth <= 0 {
+		opt.ReleaseGrowth = DefaultReleaseGrowth
 	}
 	if opt.RetryInterval <= 0 {
 		opt.RetryInterval = time.Second
@@ -282,6 +310,10 @@ func (c *Core) Online() int64 {
 
 // Records is the number of client records.
 func (c *Core) Records() int64 { return c.table.Len() }
+
+// WriteBackPending is the records changed by heartbeats and acks that
+// wait to be written to the store.
+func (c *Core) WriteBackPending() int64 { return c.table.Dirty() }
 
 // Started is when the node started.
 func (c *Core) Started() time.Time { return c.started }

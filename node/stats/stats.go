@@ -145,6 +145,9 @@ type Gauges struct {
 	Online     func() float64
 	StoreBytes func() float64
 	EventSeq   func() float64
+	// WriteBack is the records changed by heartbeats and acks that are
+	// not written back yet.
+	WriteBack func() float64
 }
 
 // Register adds the node's collectors to reg.
@@ -155,6 +158,7 @@ func (s *Stats) Register(reg prometheus.Registerer, g Gauges) error {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pushnode_online_clients", Help: "Clients that would receive a push now."}, g.Online),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pushnode_store_bytes", Help: "Size of the bbolt file."}, g.StoreBytes),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pushnode_event_sequence", Help: "Sequence number of the last durable delivery event."}, g.EventSeq),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "pushnode_writeback_pending_records", Help: "Records changed by heartbeats and acks that are not written to the store yet."}, g.WriteBack),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pushnode_commits_total", Help: "Store commits."}, func() float64 { return float64(s.Commits.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pushnode_commit_failures_total", Help: "Store commits that failed; what they carried was refused or is retried."}, func() float64 { return float64(s.CommitFailures.Load()) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "pushnode_store_damaged_entries_total", Help: "Stored entries that could not be decoded and were skipped (see pushnode check)."}, func() float64 { return float64(s.DamagedEntries.Load()) }),

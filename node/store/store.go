@@ -351,14 +351,18 @@ func (s *Store) Load(fn func(u wire.UUID, v []byte) error) (Counters, error) {
 		}
 		return c, fmt.Errorf("load %s: %w", s.path, err)
 	}
-	s.releaseMapped()
+	s.ReleaseMapped()
 	return c, nil
 }
 
-// releaseMapped drops the pages of the bbolt file that reading it mapped
+// ReleaseMapped drops the pages of the bbolt file that reading it mapped
 // into the process: once the records are in memory, keeping a second,
-// file-backed copy of them resident only costs memory.
-func (s *Store) releaseMapped() {
+// file-backed copy of them resident only costs memory. After loading, and
+// after commits that wrote many records (each reads the pages it
+// changes), the mapping holds much of the file. Readers and commits may
+// run meanwhile: a page they touch again is read back from the page
+// cache.
+func (s *Store) ReleaseMapped() {
 	_ = s.view("release", func(tx *bolt.Tx) error {
 		info := s.db.Info()
 		size := uintptr(tx.Size())

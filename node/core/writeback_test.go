@@ -1,0 +1,86 @@
+package core
+
+import (
+	"context"
+	"net/netip"
+	"runtime/metrics"
+	"testing"
+	"time"
+
+	"github.com/ddpush/ddpush-operator/node/clients"
+	"github.com/ddpush/ddpush-operator/node/state"
+	"github.com/ddpush/ddpush-operator/node/wire"
+)
+
+var hbFrom = netip.MustParseAddrPort("127.0.0.1:40000")
+
+func heartbeatNew(c *Core, from, to int) {
+	for i := from; i < to; i++ {
+		u := wire.UUID{0xb0, byte(i >> 16), byte(i >> 8), byte(i)}
+		c.Table().Heartbeat(time.Now().UnixNano(), u, state.UDP, hbFrom, nil, 0, 1, nil)
+	}
+}
+
+// Records created by heartbeats are written back in commits of at most
+// WriteBackBatch records: Flush waits for all of them, and a graceful
+// stop writes whatever is left.
+func TestWriteBackInBatches(t *testing.T) {
+	dir := t.TempDir()
+	opt := Options{
+		Table:          clients.Config{CreateByHeartbeat: true, OnlineWindow: int64(time.Minute)},
+		WriteBackBatch: 100,
+		FlushInterval:  time.Hour, // only Flush and the stop commit
+	}
+	c, stop := startCoreOn(t, dir, opt)
+	heartbeatNew(c, 0, 1000)
+	before := c.Stats().Commits.Load()
+	if err := c.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := c.Stats().Commits.Load() - before; n < 10 {
+		t.Fatalf("1000 records written back in %d commits of at most 100", n)
+	}
+	if n := c.WriteBackPending(); n != 0 {
+		t.Fatalf("%d records not written back after Flush", n)
+	}
+	heartbeatNew(c, 1000, 1550)
+	stop()
+
+	c, stop = startCoreOn(t, dir, opt)
+	defer stop()
+	if n := c.Records(); n != 1550 {
+		t.Fatalf("reopened with %d records, want 1550", n)
+	}
+}
+
+func forcedGCs() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/forced:gc-cycles"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
+
+// Once the table has grown by a burst of records and they are written
+// back, the core gives the memory the burst left behind back to the
+// system (two forced collections), without a Flush or a restart.
+func TestMemoryReleasedAfterGrowth(t *testing.T) {
+	c, stop := startCoreOn(t, t.TempDir(), Options{
+		Table:         clients.Config{CreateByHeartbeat: true, OnlineWindow: int64(time.Minute)},
+		FlushInterval: 50 * time.Millisecond,
+		ReleaseGrowth: 5000,
+	})
+	defer stop()
+	heartbeatNew(c, 0, 5000/2)
+	base := forcedGCs()
+	time.Sleep(300 * time.Millisecond)
+	if n := forcedGCs(); n != base {
+		t.Fatalf("%d forced collections after growing by %d records, less than %d", n-base, 5000/2, 5000)
+	}
+	heartbeatNew(c, 5000/2, 5000+1000)
+	deadline := time.Now().Add(20 * time.Second)
+	for forcedGCs()-base < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("memory not released after growing by %d records (%d pending write-back)", 5000+1000, c.WriteBackPending())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
