@@ -61,6 +61,10 @@ type PushMessageReconciler struct {
 	// handedOver holds when each message not yet written was first handed
 	// to an online phone (see deferFirstWrite).
 	handedOver sync.Map
+	// writtenFrom holds, for each message whose status this process
+	// wrote, the resourceVersion that write replaced, until the cache
+	// shows another (see cacheBehind).
+	writtenFrom sync.Map
 	// Now is the clock (tests may move it).
 	Now func() time.Time
 	// PushNodeDeletedGrace is how long a submitted message outlives its
@@ -88,8 +92,15 @@ func (r *PushMessageReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if err := r.Client.Get(ctx, req.NamespacedName, &pm); err != nil {
 		if apierrors.IsNotFound(err) {
 			r.handedOver.Delete(req.NamespacedName)
+			r.writtenFrom.Delete(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if r.cacheBehind(&pm) {
+		// Our own last write has not reached the cache yet: anything
+		// decided on this copy would be written over a stale version
+		// and refused (a conflict, an apiserver request for nothing).
+		return ctrl.Result{RequeueAfter: conflictRetry}, nil
 	}
 	if !pm.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, nil
@@ -141,13 +152,40 @@ func (r *PushMessageReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 // the message meanwhile and it must be read again.
 func (r *PushMessageReconciler) writeStatus(ctx context.Context, pm *ddpushv1.PushMessage) (requeue bool, err error) {
 	pm.Status.ObservedGeneration = pm.Generation
+	from := pm.ResourceVersion
 	if err := r.Client.Status().Update(ctx, pm); err != nil {
 		if apierrors.IsConflict(err) {
 			return true, nil
 		}
 		return false, fmt.Errorf("update status of PushMessage %s: %w", pm.Name, err)
 	}
+	r.writtenFrom.Store(types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}, writtenFrom{uid: pm.UID, rv: from})
 	return false, nil
+}
+
+// writtenFrom is the version of a message that a status write replaced.
+type writtenFrom struct {
+	uid types.UID
+	rv  string
+}
+
+// cacheBehind says whether the cache still holds the version of pm that
+// this process's last status write replaced. A follower event or a timer
+// can wake a message moments after its write, before the watch brings the
+// write back: at half the operator's top rate that happened to about every
+// message, and each such wake wrote again and was refused. Versions are
+// compared for equality only, as the API asks.
+func (r *PushMessageReconciler) cacheBehind(pm *ddpushv1.PushMessage) bool {
+	key := types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}
+	v, ok := r.writtenFrom.Load(key)
+	if !ok {
+		return false
+	}
+	if w := v.(writtenFrom); w.uid == pm.UID && w.rv == pm.ResourceVersion {
+		return true
+	}
+	r.writtenFrom.Delete(key)
+	return false
 }
 
 // afterWrite is the result of a status write that did not go through. A

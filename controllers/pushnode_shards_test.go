@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -225,8 +227,14 @@ func TestShardedPushNodeObjectsAndStatus(t *testing.T) {
 	var sts appsv1.StatefulSet
 	must(t, k8s.Get(ctx, key, &sts))
 	c := container0(t, &sts)
-	if *sts.Spec.Replicas != 3 || len(c.Args) != 1 || c.Args[0] != "--peer-addr=:9977" {
+	if *sts.Spec.Replicas != 3 || len(c.Args) != 2 || c.Args[0] != "--peer-addr=:9977" || c.Args[1] != "--peer-token-file=/etc/pushnode/api/peer-token" {
 		t.Errorf("StatefulSet replicas %d args %v", *sts.Spec.Replicas, c.Args)
+	}
+	// The pods' peer secret sits beside the API token, and is another one.
+	var sec corev1.Secret
+	must(t, k8s.Get(ctx, types.NamespacedName{Namespace: ns, Name: builders.SecretName(getPN(t, ns, key.Name))}, &sec))
+	if tok, peer := sec.Data[builders.TokenKey], sec.Data[builders.PeerTokenKey]; len(tok) == 0 || len(peer) == 0 || string(tok) == string(peer) {
+		t.Errorf("secret keys %v: want an API token and a different peer secret", slices.Sorted(maps.Keys(sec.Data)))
 	}
 	rv := sts.ResourceVersion
 	time.Sleep(2*controllers.ShardRecheck + time.Second)
