@@ -30,6 +30,8 @@ package controllers_test
 // sampler of the other processes (apiserver, etcd, node).
 // PMBENCH_CEILING_CONDITIONS=N (0-4) makes the ceiling write a delivered
 // message's whole status with N conditions (see ceilingConditions).
+// PMBENCH_APISERVER_PROFILE=S takes a CPU profile of the apiserver over
+// each round's first S seconds, into PMBENCH_PROFILE_DIR.
 
 import (
 	"bufio"
@@ -37,7 +39,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -253,6 +258,7 @@ func runRound(b *testing.B, ns string, n int, rate float64, build func(i int) *d
 
 	heap0 := heapInUse()
 	req0 := apiserverRequests(b)
+	profiled := profileAPIServer(ctx, b)
 	cpu0 := processCPU()
 	b.ResetTimer()
 	start := time.Now()
@@ -296,6 +302,7 @@ func runRound(b *testing.B, ns string, n int, rate float64, build func(i int) *d
 	cpu := processCPU() - cpu0
 	heap := heapInUse() - heap0
 	b.Logf("apiserver requests per message: %s", requestsPerMessage(req0, apiserverRequests(b), n))
+	<-profiled
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -487,10 +494,14 @@ func apiserverRequests(b *testing.B) map[string]float64 {
 			k, v, _ := strings.Cut(kv, "=")
 			l[k] = strings.Trim(v, `"`)
 		}
-		if l["verb"] == "WATCH" || l["resource"] == "" {
+		if l["verb"] == "WATCH" {
 			continue
 		}
-		key := l["verb"] + " " + l["resource"]
+		res := l["resource"]
+		if res == "" {
+			res = "(no resource: discovery, health)"
+		}
+		key := l["verb"] + " " + res
 		if l["subresource"] != "" {
 			key += "/" + l["subresource"]
 		}
@@ -501,6 +512,49 @@ func apiserverRequests(b *testing.B) map[string]float64 {
 		out[key] += v
 	}
 	return out
+}
+
+// profileAPIServer takes a CPU profile of the apiserver over the first
+// PMBENCH_APISERVER_PROFILE seconds of a round (unset: none) into the
+// directory PMBENCH_PROFILE_DIR (default: the working directory), one file
+// per round, named after the benchmark. The returned channel is closed
+// once the profile is written.
+func profileAPIServer(ctx context.Context, b *testing.B) <-chan struct{} {
+	done := make(chan struct{})
+	secs, err := strconv.Atoi(os.Getenv("PMBENCH_APISERVER_PROFILE"))
+	if err != nil || secs <= 0 {
+		close(done)
+		return done
+	}
+	dir := cmp.Or(os.Getenv("PMBENCH_PROFILE_DIR"), ".")
+	path := filepath.Join(dir, "apiserver-"+strings.NewReplacer("/", "-").Replace(b.Name())+".pprof")
+	hc, err := rest.HTTPClientFor(cfg)
+	must(b, err)
+	go func() {
+		defer close(done)
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimRight(cfg.Host, "/"), secs), nil)
+		if err != nil {
+			b.Logf("apiserver profile: %v", err)
+			return
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			b.Logf("apiserver profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		data, err := io.ReadAll(resp.Body)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			b.Logf("apiserver profile: %d %v", resp.StatusCode, err)
+			return
+		}
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			b.Logf("apiserver profile: %v", err)
+			return
+		}
+		b.Logf("apiserver profile of the round's first %ds: %s", secs, path)
+	}()
+	return done
 }
 
 // requestsPerMessage is what a round asked of the apiserver, per message,
