@@ -159,7 +159,12 @@ func (r *PushMessageReconciler) writeStatus(ctx context.Context, pm *ddpushv1.Pu
 		}
 		return false, fmt.Errorf("update status of PushMessage %s: %w", pm.Name, err)
 	}
-	r.writtenFrom.Store(types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}, writtenFrom{uid: pm.UID, rv: from})
+	if pm.ResourceVersion != from {
+		// A write that changed nothing keeps the version (and sends no
+		// watch event): waiting for the cache to move would be waiting
+		// for ever.
+		r.writtenFrom.Store(types.NamespacedName{Namespace: pm.Namespace, Name: pm.Name}, writtenFrom{uid: pm.UID, rv: from})
+	}
 	return false, nil
 }
 

@@ -84,7 +84,13 @@ type shard struct {
 	n      uint32
 	free   []uint32
 	dirty  []uint32
-	evs    []state.Event
+	// eventful lists the dirty records whose change came with events (an
+	// ack, a heartbeat that handed pushes over): the change must be
+	// durable in the same commit as its events, or a crash between them
+	// would find a push acknowledged in the store and still pending in
+	// its record, and send it again. Unlike dirty, it is never capped.
+	eventful []uint32
+	evs      []state.Event
 	// What the stage being committed does to this shard (see Stage).
 	staged   map[wire.UUID]*stagedRecord
 	expiring []uint32 // live records the stage removes
@@ -262,12 +268,16 @@ func (t *ClientTable) Heartbeat(now int64, u wire.UUID, tr state.Transport, from
 		res = HeartbeatCreated
 	}
 	was := r.Flags&state.FlagDirty != 0
+	evs := len(s.evs)
 	var rep state.Reply
 	rep, s.evs = r.Heartbeat(now, tr, from, conn, t.cfg.Policy, s.evs)
 	if tr == state.UDP {
 		r.Front = front
 	}
 	s.trackDirty(r, was)
+	if len(s.evs) > evs {
+		s.eventful = append(s.eventful, s.idx[r.UUID])
+	}
 	t.emit(s)
 	return rep.Append(out, appID), res
 }
@@ -289,8 +299,12 @@ func (t *ClientTable) Ack(now int64, u wire.UUID, cmd byte, mask uint64, conn an
 		r.SetConn(conn)
 	}
 	was := r.Flags&state.FlagDirty != 0
+	evs := len(s.evs)
 	s.evs, changed = r.Ack(now, cmd, mask, s.evs)
 	s.trackDirty(r, was)
+	if len(s.evs) > evs {
+		s.eventful = append(s.eventful, s.idx[r.UUID])
+	}
 	t.emit(s)
 	return changed, true
 }
@@ -437,25 +451,23 @@ func (t *ClientTable) CollectChanges(c *Changes) (more bool) {
 		i := (first + k) % shardCount
 		s := &t.shards[i]
 		s.mu.Lock()
+		// Changes that came with events first, all of them: their events
+		// are in this commit (see shard.eventful). Their entries in the
+		// dirty list are then skipped, as the records are clean.
+		for _, j := range s.eventful {
+			s.collect(c, s.rec(j))
+		}
+		s.eventful = s.eventful[:0]
+		if cap(s.eventful) > maxIdleDirtyCap {
+			s.eventful = nil
+		}
 		taken := 0
 		for _, j := range s.dirty {
 			if budget == 0 {
 				break
 			}
 			taken++
-			r := s.rec(j)
-			if r.Flags&state.FlagInUse == 0 || r.Flags&state.FlagDirty == 0 {
-				continue
-			}
-			r.Flags &^= state.FlagDirty
-			if _, ok := s.staged[r.UUID]; ok {
-				continue // the staged record, written below, includes this change
-			}
-			off := len(c.Buf)
-			c.Buf = r.AppendBinary(c.Buf)
-			c.Keys = append(c.Keys, r.UUID)
-			c.spans = append(c.spans, span{off, len(c.Buf)})
-			if budget > 0 {
+			if s.collect(c, s.rec(j)) && budget > 0 {
 				budget--
 			}
 		}
@@ -495,6 +507,23 @@ func (t *ClientTable) CollectChanges(c *Changes) (more bool) {
 	return more
 }
 
+// collect appends r to c if it is live and dirty, and marks it clean. It
+// reports whether it appended r.
+func (s *shard) collect(c *Changes, r *state.Record) bool {
+	if r.Flags&state.FlagInUse == 0 || r.Flags&state.FlagDirty == 0 {
+		return false
+	}
+	r.Flags &^= state.FlagDirty
+	if _, ok := s.staged[r.UUID]; ok {
+		return false // the staged record, written below, includes this change
+	}
+	off := len(c.Buf)
+	c.Buf = r.AppendBinary(c.Buf)
+	c.Keys = append(c.Keys, r.UUID)
+	c.spans = append(c.spans, span{off, len(c.Buf)})
+	return true
+}
+
 // Dirty is the number of records changed by heartbeats and acks that
 // wait to be written back.
 func (t *ClientTable) Dirty() int64 {
@@ -517,6 +546,10 @@ func (t *ClientTable) Redo(c *Changes) {
 		s.mu.Lock()
 		if r := s.lookup(&u); r != nil {
 			s.markDirty(r)
+			// The failed commit's events are handed back too and go out
+			// with the next one: so must these records, whatever changed
+			// them.
+			s.eventful = append(s.eventful, s.idx[u])
 		}
 		s.mu.Unlock()
 	}

@@ -103,9 +103,15 @@ func (c *Core) enqueue(o *op) (*cycle, error) {
 	return cy, nil
 }
 
-// Flush makes everything changed so far durable.
+// Flush makes everything changed so far durable. It commits as many
+// times as the write-back pending at the call needs, not until nothing is
+// pending: under steady heartbeats that could be never.
 func (c *Core) Flush(ctx context.Context) error {
-	for {
+	rounds := 1
+	if lim := c.opt.WriteBackBatch; lim > 0 {
+		rounds += int(c.table.Dirty() / int64(lim))
+	}
+	for range rounds {
 		cy, err := c.enqueue(nil)
 		if err != nil {
 			return err
@@ -119,6 +125,7 @@ func (c *Core) Flush(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+	return nil
 }
 
 // Expire removes the records whose last activity is older than age, like
@@ -155,9 +162,17 @@ func (c *Core) Run(ctx context.Context) error {
 			c.commitMu.Lock()
 			close(c.closed)
 			c.commitMu.Unlock()
+			// Pushes, acks and hand-overs are in every commit; what is
+			// left after it is heartbeat state (last-seen times and
+			// addresses), written back for as long as the stop allows.
+			stop := time.Now()
 			err := c.commitCycle(w)
-			for err == nil && w.more {
+			for err == nil && w.more && time.Since(stop) < c.opt.StopWriteBack {
 				err = c.commitCycle(w)
+			}
+			if n := c.table.Dirty(); err == nil && n > 0 {
+				c.log.Warn("stopping with heartbeat state not written back; those phones' next heartbeats restore it",
+					"records", n, "after", time.Since(stop).Round(time.Millisecond))
 			}
 			if cerr := c.store.Close(); err == nil {
 				err = cerr

@@ -41,6 +41,11 @@ type Options struct {
 	// that one commit writes back (default DefaultWriteBackBatch); more
 	// are written by the commits that follow at once.
 	WriteBackBatch int
+	// StopWriteBack bounds how long a stop spends writing back heartbeat
+	// state beyond one commit (default DefaultStopWriteBack): a backlog of
+	// millions of records takes minutes, longer than a pod is given to
+	// stop, and what it holds is restored by the phones' next heartbeats.
+	StopWriteBack time.Duration
 	// ReleaseGrowth is the least growth of the table, in records, after
 	// which the memory it left behind is given back to the system
 	// (default DefaultReleaseGrowth; see releaseAfterGrowth).
@@ -115,6 +120,10 @@ type Core struct {
 // the whole file.
 const DefaultWriteBackBatch = 65_536
 
+// DefaultStopWriteBack is the default Options.StopWriteBack: within the
+// 5 s the node gives its store at a stop (see node.Stop).
+const DefaultStopWriteBack = 3 * time.Second
+
 type udpHolder struct{ s UDPSender }
 
 // Open opens the store in dir and loads every record into memory.
@@ -133,6 +142,9 @@ func Open(dir string, opt Options) (*Core, error) {
 	}
 	if opt.WriteBackBatch <= 0 {
 		opt.WriteBackBatch = DefaultWriteBackBatch
+	}
+	if opt.StopWriteBack <= 0 {
+		opt.StopWriteBack = DefaultStopWriteBack
 	}
 	if opt.ReleaseGrowth <= 0 {
 		opt.ReleaseGrowth = DefaultReleaseGrowth
