@@ -270,9 +270,8 @@ func (r *PushMessageReconciler) advance(ctx context.Context, pm *ddpushv1.PushMe
 
 // nodeAvailableAgain turns a NodeAvailable condition that says False to
 // True. A message whose node was always available has no such condition:
-// every condition costs the apiserver work on each status write (about as
-// much as the rest of the status together), and one that says "available"
-// on every message tells a person nothing the phase does not.
+// one that says "available" on every message tells a person nothing the
+// phase does not, and costs bytes in etcd and in every watch event.
 func nodeAvailableAgain(pm *ddpushv1.PushMessage) {
 	if meta.FindStatusCondition(pm.Status.Conditions, ConditionNodeAvailable) == nil {
 		return
