@@ -170,12 +170,17 @@ func TestEventStreamsOutliveTheTimeouts(t *testing.T) {
 		c.HTTPWriteTimeout = 200 * time.Millisecond
 	})
 	addr := n.HTTPAddr().String()
+	// A connection per call: with timeouts this short the server closes
+	// an idle kept-alive connection within 200 ms, and a POST sent on one
+	// it is closing fails with EOF (net/http does not resend a POST).
+	cl := api.NewClient("http://"+addr, nodetest.Token)
+	cl.HTTP = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 30 * time.Second}
 	stream := rawHTTP(t, addr, "127.0.0.1", "GET "+api.PathEvents+"?from=now HTTP/1.1\r\nHost: node\r\n"+
 		"Authorization: Bearer "+nodetest.Token+"\r\nAccept: text/event-stream\r\n\r\n")
 	longPoll := make(chan api.Events, 1)
 	pollErr := make(chan error, 1)
 	go func() {
-		evs, err := n.API.Events(context.Background(), n.Core().DurableSeq(), 10, 3*time.Second)
+		evs, err := cl.Events(context.Background(), n.Core().DurableSeq(), 10, 3*time.Second)
 		if err != nil {
 			pollErr <- err
 			return
@@ -184,7 +189,7 @@ func TestEventStreamsOutliveTheTimeouts(t *testing.T) {
 	}()
 	time.Sleep(time.Second) // five times the timeouts
 	u := uuidOf("outlive-timeouts")
-	_, err := n.API.Push(context.Background(), api.PushRequest{UUID: u.String(), Kind: "general"})
+	_, err := cl.Push(context.Background(), api.PushRequest{UUID: u.String(), Kind: "general"})
 	must(t, err)
 
 	select {
