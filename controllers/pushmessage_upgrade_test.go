@@ -9,6 +9,7 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -22,8 +23,11 @@ import (
 // existing open message goes through.
 func TestPushMessageConditionsUpgradeFromKeyedList(t *testing.T) {
 	ctx := context.Background()
-	s := k8s.Scheme()
-	_ = apiextensionsv1.AddToScheme(s)
+	// A scheme of its own: adding to the shared one would race with the
+	// decoders of managers still stopping from earlier tests.
+	s := runtime.NewScheme()
+	must(t, ddpushv1.AddToScheme(s))
+	must(t, apiextensionsv1.AddToScheme(s))
 	c, err := client.New(cfg, client.Options{Scheme: s})
 	must(t, err)
 	setType := func(lt string) {
