@@ -69,16 +69,20 @@ import (
 // benchCount is how many PushMessages each round creates (PMBENCH_COUNT,
 // default 800: long enough that the first second, while connections and
 // caches start, weighs little).
-func benchCount(b *testing.B) int {
-	n := 800
-	if s := os.Getenv("PMBENCH_COUNT"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 {
-			b.Fatalf("PMBENCH_COUNT=%q: want a positive count", s)
-		}
-		n = v
+func benchCount(b *testing.B) int { return envCount(b, "PMBENCH_COUNT", 800) }
+
+// envCount is the positive count in the environment variable name, or def
+// when it is unset.
+func envCount(b *testing.B, name string, def int) int {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
 	}
-	return n
+	v, err := strconv.Atoi(s)
+	if err != nil || v < 1 {
+		b.Fatalf("%s=%q: want a positive count", name, s)
+	}
+	return v
 }
 
 // benchCreators is how many goroutines create PushMessages at once.
@@ -99,17 +103,7 @@ type roundResult struct {
 // (PMBENCH_PAIRS, default 3). Whatever else the machine is doing shifts
 // both rounds of a pair alike; the goals are read from the pair with the
 // median share.
-func benchPairs(b *testing.B) int {
-	n := 3
-	if s := os.Getenv("PMBENCH_PAIRS"); s != "" {
-		v, err := strconv.Atoi(s)
-		if err != nil || v < 1 {
-			b.Fatalf("PMBENCH_PAIRS=%q: want a positive count", s)
-		}
-		n = v
-	}
-	return n
-}
+func benchPairs(b *testing.B) int { return envCount(b, "PMBENCH_PAIRS", 3) }
 
 func BenchmarkPushMessages(b *testing.B) {
 	n := benchCount(b)
