@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"github.com/ddpush/ddpush-operator/node/peer"
 	"github.com/ddpush/ddpush-operator/node/pushlistener"
 	"github.com/ddpush/ddpush-operator/node/ratelimit"
+	"github.com/ddpush/ddpush-operator/node/reshard"
 	"github.com/ddpush/ddpush-operator/node/shard"
 	"github.com/ddpush/ddpush-operator/node/slotmap"
 	"github.com/ddpush/ddpush-operator/node/state"
@@ -52,7 +54,8 @@ type Node struct {
 	http  *http.Server
 	httpL *tcpaccept.Listener
 	api   *httpapi.API
-	shard *shard.Router // nil for a whole node
+	shard *shard.Router  // nil for a whole node
+	moves *reshard.Mover // nil for a whole node
 	// handlers counts HTTP handlers running: after a forced close of
 	// their connections, Stop still waits (briefly) for them.
 	handlers inflight
@@ -153,7 +156,7 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 		tcpClients = n.tcp.Conns
 	}
 	if cfg.PeerAddr != "" {
-		if err := n.startShard(cfg, token, ordinal); err != nil {
+		if err := n.startShard(cfg, token, ordinal, reg); err != nil {
 			return fail(err)
 		}
 	}
@@ -162,7 +165,7 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 	n.api = httpapi.New(c, httpapi.Options{
 		Token: token, CompatTicket: ticket, Version: Version, Registry: reg, Logger: log,
 		Extra: extra, TCPClients: tcpClients, Policy: policy, ExpiryAge: cfg.ExpiryAge, Pprof: cfg.Pprof,
-		ReadTimeout: cfg.HTTPReadTimeout, WriteTimeout: cfg.HTTPWriteTimeout, Shards: n.shard,
+		ReadTimeout: cfg.HTTPReadTimeout, WriteTimeout: cfg.HTTPWriteTimeout, Shards: n.shard, Moves: n.moves,
 	})
 	if n.shard != nil {
 		n.shard.SetLookups(n.api.Lookups())
@@ -326,6 +329,9 @@ func (n *Node) Stop(ctx context.Context) error {
 		// before UDP, which sends what homes relay back to phones here.
 		// The relay stays set: a closed router drops or refuses what is
 		// not homed here, where dropping the relay would apply it here.
+		if n.moves != nil {
+			n.moves.Close()
+		}
 		if n.shard != nil {
 			_ = n.shard.Close()
 		}
@@ -359,7 +365,7 @@ func (n *Node) Stop(ctx context.Context) error {
 
 // startShard makes the node one pod of a sharded PushNode: it listens for
 // the other pods and takes up the slot map it stored before a restart.
-func (n *Node) startShard(cfg Config, token string, ordinal int) error {
+func (n *Node) startShard(cfg Config, token string, ordinal int, reg prometheus.Registerer) error {
 	if cfg.PeerTokenFile != "" {
 		var err error
 		if token, err = readSecret(cfg.PeerTokenFile, "peer token file"); err != nil {
@@ -387,8 +393,26 @@ func (n *Node) startShard(cfg Config, token string, ordinal int) error {
 		r.SetUDPSender(n.udp)
 	}
 	n.core.SetRelay(r)
+	// Before anything is served: a move cut short in its handoff holds
+	// its slots until it is settled.
+	mopt := reshard.Options{Core: n.core, Router: r, Token: token, Logger: n.log, Metrics: reshard.NewMetrics(reg)}
+	if v := os.Getenv(MovePauseEnv); v != "" {
+		step, d, _ := strings.Cut(v, ":")
+		mopt.PauseAt = step
+		mopt.PauseFor, _ = time.ParseDuration(d)
+	}
+	mv, err := reshard.New(mopt)
+	if err != nil {
+		return fmt.Errorf("read the stored slot moves: %w", err)
+	}
+	n.moves = mv
 	return nil
 }
+
+// MovePauseEnv names a fault-injection setting for tests: "step:duration"
+// makes a slot move's source wait before that step (stream, handoff,
+// commit, cleanup), so that a test can kill a pod there.
+const MovePauseEnv = "PUSHNODE_TEST_MOVE_PAUSE"
 
 // Shard is the node's place in a sharded PushNode; nil for a whole node.
 func (n *Node) Shard() *shard.Router { return n.shard }

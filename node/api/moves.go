@@ -74,3 +74,53 @@ func (c *Client) GetMove(ctx context.Context, id string) (Move, error) {
 	_, err := c.do(ctx, http.MethodGet, PathMoves+"/"+url.PathEscape(id), nil, nil, &m)
 	return m, err
 }
+
+// What a move's source sends its target. These are pod-to-pod calls; the
+// target checks them against its own slot map.
+
+// MoveEntries is the body of POST /v1/moves/{id}/entries at the target: a
+// batch of the slots' stored entries. First marks the move's first batch:
+// the target then drops whatever an earlier attempt of the move left.
+type MoveEntries struct {
+	Source  int       `json:"source"`
+	Target  int       `json:"target"`
+	Slots   string    `json:"slots"` // e.g. "0-63,128"
+	First   bool      `json:"first,omitempty"`
+	Records []EntryKV `json:"records,omitempty"`
+	Pushes  []EntryKV `json:"pushes,omitempty"`
+	Keys    []EntryKV `json:"keys,omitempty"`
+	Gone    [][]byte  `json:"gone,omitempty"` // uuids of records deleted since they were sent
+}
+
+// EntryKV is one stored entry.
+type EntryKV struct {
+	K []byte `json:"k"`
+	V []byte `json:"v"`
+}
+
+// MoveCommit is the body of POST /v1/moves/{id}/commit at the target: the
+// map the target installs, from which on it serves the slots.
+type MoveCommit struct {
+	Map SlotMap `json:"map"`
+}
+
+// SendMoveEntries sends a batch of a move's entries to its target.
+func (c *Client) SendMoveEntries(ctx context.Context, id string, e *MoveEntries) error {
+	_, err := c.do(ctx, http.MethodPost, PathMoves+"/"+url.PathEscape(id)+"/entries", nil, e, nil)
+	return err
+}
+
+// CommitMove has the target serve the move's slots.
+func (c *Client) CommitMove(ctx context.Context, id string, m MoveCommit) (Move, error) {
+	var out Move
+	_, err := c.do(ctx, http.MethodPost, PathMoves+"/"+url.PathEscape(id)+"/commit", nil, m, &out)
+	return out, err
+}
+
+// AbortMove has the target drop what a move sent it; it refuses once
+// the move committed.
+func (c *Client) AbortMove(ctx context.Context, id string) (Move, error) {
+	var out Move
+	_, err := c.do(ctx, http.MethodPost, PathMoves+"/"+url.PathEscape(id)+"/abort", nil, struct{}{}, &out)
+	return out, err
+}

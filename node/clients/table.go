@@ -6,6 +6,7 @@ package clients
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -569,4 +570,61 @@ func (t *ClientTable) Range(fn func(r *state.Record) bool) {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// Take removes every record for which in reports true, handing each to fn
+// first (its shard locked; fn must not call back into the table). Records
+// a stage holds, and new ones a stage is about to add, are left alone:
+// Take reports how many, and the caller takes them after the stage ends.
+// What Take removes leaves the store untouched: the caller decides what
+// becomes of the stored copy.
+func (t *ClientTable) Take(in func(u *wire.UUID) bool, fn func(r *state.Record)) (held int) {
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for u := range s.staged {
+			if in(&u) {
+				held++
+			}
+		}
+		for j := range s.n {
+			r := s.rec(j)
+			if r.Flags&state.FlagInUse == 0 || !in(&r.UUID) {
+				continue
+			}
+			if r.Flags&state.FlagHeld != 0 {
+				held++
+				continue
+			}
+			fn(r)
+			s.remove(r)
+			t.count.Add(-1)
+		}
+		s.mu.Unlock()
+	}
+	return held
+}
+
+// Put puts a record in its stored form into the table, replacing any
+// record of the same uuid; with dirty set it is written back to the store
+// with the next commit.
+func (t *ClientTable) Put(u wire.UUID, data []byte, dirty bool) error {
+	s, r, ok := t.lockFree(&u)
+	if !ok {
+		return fmt.Errorf("record %s is held by a commit that does not end", u)
+	}
+	defer s.mu.Unlock()
+	if r == nil {
+		r = s.insert(&u)
+		t.count.Add(1)
+	}
+	if err := r.UnmarshalBinary(data); err != nil {
+		s.remove(r)
+		t.count.Add(-1)
+		return err
+	}
+	if dirty {
+		s.markDirty(r)
+	}
+	return nil
 }

@@ -319,6 +319,9 @@ func (c *Core) commit(w *committer, ops []*op) error {
 		return err
 	}
 	c.ev.nextSeq = nextSeq
+	if t := c.tracker.Load(); t != nil {
+		t.note(&b)
+	}
 	stage.Release()
 	c.st.Commits.Add(1)
 	c.st.CommitLatency.Observe(time.Since(start).Seconds())
@@ -346,6 +349,13 @@ func (c *Core) commit(w *committer, ops []*op) error {
 
 func (c *Core) stagePush(w *committer, stage *clients.Stage, now time.Time, o *op) {
 	p := &o.push
+	if f := c.fence.Load(); f != nil && f.HasUUID(p.UUID) {
+		// It passed the home check before a move held its slot: it
+		// must go where the slot goes, not be committed here after the
+		// slot's records were taken away.
+		o.err = ErrSlotMoving
+		return
+	}
 	id := c.nextID.Add(1)
 	off := len(w.msgs)
 	fate, d := stage.Push(now.UnixNano(), p.UUID, id, p.Kind, p.Bits, p.Payload, w.msgs)

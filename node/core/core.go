@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ddpush/ddpush-operator/node/clients"
+	"github.com/ddpush/ddpush-operator/node/slotmap"
 	"github.com/ddpush/ddpush-operator/node/state"
 	"github.com/ddpush/ddpush-operator/node/stats"
 	"github.com/ddpush/ddpush-operator/node/store"
@@ -85,9 +86,15 @@ type Core struct {
 	table *clients.ClientTable
 	ev    *eventLog
 
-	nextID  atomic.Uint64 // last push id handed out; the committer's alone
-	udp     atomic.Pointer[udpHolder]
-	relay   atomic.Pointer[relayHolder]
+	nextID atomic.Uint64 // last push id handed out; the committer's alone
+	udp    atomic.Pointer[udpHolder]
+	relay  atomic.Pointer[relayHolder]
+	// tracker, while a slot move runs, notes what commits write of its
+	// slots (see TrackSlots).
+	tracker atomic.Pointer[slotTracker]
+	// fence: slots whose pushes this pod no longer commits, from the
+	// moment a move holds them (see Fence).
+	fence   atomic.Pointer[slotmap.Set]
 	started time.Time
 
 	commitMu sync.Mutex
@@ -163,7 +170,7 @@ func Open(dir string, opt Options) (*Core, error) {
 	}
 	start := time.Now()
 	dl := &damageLog{log: opt.Logger, st: opt.Stats}
-	st, err := store.Open(dir, store.Options{OnDamaged: dl.note, OnHeaderFallback: func(msg string) {
+	st, err := store.Open(dir, store.Options{OnDamaged: dl.note, IDLimit: opt.IDBase + slotmap.MaxIDSeq + 1, OnHeaderFallback: func(msg string) {
 		opt.Logger.Warn("store header damaged: opened at the previous commit", "detail", msg,
 			"meaning", "after a crash during a commit this is expected and nothing acknowledged is lost; otherwise the disk damaged the newest commit, and pushes answered in it are gone: run pushnode check and see docs/store.md")
 	}})

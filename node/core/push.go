@@ -100,7 +100,13 @@ func (c *Core) Push(ctx context.Context, p PushSpec) (PushResult, error) {
 	if r := c.relay.Load(); r != nil && !r.r.Local(p.UUID) {
 		return r.r.Push(ctx, p)
 	}
-	return c.pushValid(ctx, p)
+	res, err := c.pushValid(ctx, p)
+	if errors.Is(err, ErrSlotMoving) {
+		if r := c.relay.Load(); r != nil {
+			return r.r.Push(ctx, p)
+		}
+	}
+	return res, err
 }
 
 // PushLocal accepts a push for a uuid homed here (see Push); a pod's peer

@@ -28,6 +28,7 @@ import (
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/core"
 	"github.com/ddpush/ddpush-operator/node/lograte"
+	"github.com/ddpush/ddpush-operator/node/reshard"
 	"github.com/ddpush/ddpush-operator/node/shard"
 	"github.com/ddpush/ddpush-operator/node/state"
 )
@@ -56,6 +57,8 @@ type Options struct {
 	// Shards is this pod's place in a sharded PushNode; nil for a node
 	// started without a peer address.
 	Shards *shard.Router
+	// Moves runs this pod's side of slot moves; nil when Shards is.
+	Moves *reshard.Mover
 }
 
 // MaxBodyBytes bounds request bodies.
@@ -94,6 +97,7 @@ func New(c *core.Core, opt Options) *API {
 	m.HandleFunc("PUT "+api.PathSlotMap, a.auth(params(a.putSlotMap)))
 	m.HandleFunc("GET "+api.PathSlotOwner, a.auth(params(a.getSlotOwner, "uuid", "userId")))
 	m.HandleFunc("POST "+api.PathExpire, a.auth(params(a.expire)))
+	a.routeMoves(m)
 	m.HandleFunc("GET "+api.PathEvents, a.auth(params(a.events, "after", "from", "limit", "wait")))
 	m.HandleFunc("/v1/", a.auth(func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path))

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"time"
 
 	"github.com/ddpush/ddpush-operator/node/core"
@@ -29,6 +28,9 @@ func (r *Router) PhonePacket(from *peer.Session, p *peer.PhonePacket) {
 		return
 	}
 	if !r.Local(m.UUID) {
+		if r.holdRelayed(from, p, m.UUID) {
+			return
+		}
 		// The front routed by another map than ours; the phone tries
 		// again with its next heartbeat, by when the maps agree.
 		r.opt.Core.Stats().Drop(stats.DropNotHome)
@@ -74,17 +76,17 @@ func (r *Router) PushReq(from *peer.Session, q *peer.PushReq) {
 		spec.Payload = bytes.Clone(q.Payload)
 	}
 	corr := q.Corr
-	if !r.Local(spec.UUID) {
-		home, _ := r.Home(spec.UUID)
-		_ = from.SendPushAns(&peer.PushAns{Corr: corr, Status: peer.PushRefused,
-			Reason: "this pod is not the home of the uuid in its slot map (home: pod " + strconv.Itoa(home) + "); the pods' slot maps disagree for a moment"})
-		return
-	}
 	go func() {
-		res, err := r.opt.Core.PushLocal(context.Background(), spec)
+		// A push for a slot this pod gave away is forwarded to the
+		// slot's new home: the front routed it by an older map.
+		ctx, cancel := pushContext(spec)
+		defer cancel()
+		res, err := r.pushHome(ctx, spec, from.Ordinal())
 		a := peer.PushAns{Corr: corr}
 		var ie *core.InputError
-		if err == nil && res.Duplicate {
+		var kr *core.KeyReusedError
+		var ue *UnreachableError
+		if err == nil && res.Duplicate && !res.Relayed {
 			// A key names one push: the home, which holds the first,
 			// checks that this is the same push again.
 			if first, ok, gerr := r.opt.Core.GetPush(res.ID); gerr == nil && ok {
@@ -99,6 +101,13 @@ func (r *Router) PushReq(from *peer.Session, q *peer.PushReq) {
 			a.Status, a.ID, a.Fate, a.Duplicate, a.AcceptedAt = peer.PushAccepted, res.ID, uint8(res.Fate), res.Duplicate, res.AcceptedAt.UnixNano()
 		case errors.As(err, &ie):
 			a.Status, a.Reason = peer.PushInvalid, clip(ie.Msg)
+		case errors.As(err, &kr):
+			a.Status, a.ID, a.Reason = peer.PushKeyReused, kr.ID, clip(kr.Why)
+		case errors.As(err, &ue) && ue.Unknown:
+			// Whether the pod it was forwarded to took it is unknown:
+			// no answer, so that the front says "unknown" too rather
+			// than "refused".
+			return
 		default:
 			a.Status, a.Reason = peer.PushRefused, clip(err.Error())
 		}

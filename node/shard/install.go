@@ -11,17 +11,30 @@ import (
 // another map of the same epoch: epochs only move forward.
 var ErrEpoch = errors.New("slot map epoch conflict")
 
-// ErrMovesSlots is a map refused because it gives slots to other pods than
-// the map in force: the records of those slots would stay where they are,
-// and what was accepted for them would be stranded. Moving slots is
-// resharding, which a new map alone cannot do.
-var ErrMovesSlots = errors.New("the slot map moves slots between pods")
+// ErrMovesSlots is a map refused because it gives this pod's slots to
+// another pod, or another pod's slots to this one: the records of those
+// slots would stay where they are, and what was accepted for them would
+// be stranded. Only a slot move (see Mover) changes a pod's own slots; a
+// new map may move slots between other pods, once they moved them.
+var ErrMovesSlots = errors.New("the slot map moves this pod's slots")
 
 // Install makes m this pod's slot map, stored durably first, so that a
 // restarted pod knows its slots before anyone calls. The same map again
 // changes nothing; an older epoch, or the same epoch with other content,
-// is refused with ErrEpoch.
+// is refused with ErrEpoch; a map that changes which slots this pod owns
+// with ErrMovesSlots.
 func (r *Router) Install(m slotmap.Map, persist func([]byte) error) (changed bool, err error) {
+	return r.install(m, persist, false)
+}
+
+// InstallMoved installs the map a slot move ends with at its source or
+// target: it may change this pod's slots, since the move carried their
+// records. persist stores the map with the move's state.
+func (r *Router) InstallMoved(m slotmap.Map, persist func([]byte) error) (changed bool, err error) {
+	return r.install(m, persist, true)
+}
+
+func (r *Router) install(m slotmap.Map, persist func([]byte) error, moved bool) (changed bool, err error) {
 	r.installMu.Lock()
 	defer r.installMu.Unlock()
 	cur := r.Map()
@@ -34,8 +47,9 @@ func (r *Router) Install(m slotmap.Map, persist func([]byte) error) (changed boo
 		case m.Epoch() == cur.Epoch():
 			return false, nil
 		}
-		if moves := slotmap.Diff(cur, m); len(moves) > 0 {
-			return false, fmt.Errorf("%w (%d slots, first %s): moving slots needs resharding, which is not supported yet; a new map may only change the epoch and peer addresses", ErrMovesSlots, slotmap.MovedSlots(moves), moves[0])
+		self := r.opt.Ordinal
+		if gained, lost := slotmap.Gained(cur, m, self), slotmap.Lost(cur, m, self); !moved && (gained.Len() > 0 || lost.Len() > 0) {
+			return false, fmt.Errorf("%w (it would gain slots %q and lose slots %q): a pod's slots change only by a slot move (POST /v1/moves), which carries their records", ErrMovesSlots, orNone(gained.String()), orNone(lost.String()))
 		}
 	}
 	b, err := m.MarshalBinary()
@@ -49,6 +63,13 @@ func (r *Router) Install(m slotmap.Map, persist func([]byte) error) (changed boo
 		return false, err
 	}
 	return true, nil
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "none"
+	}
+	return s
 }
 
 // LoadStored installs the map a pod stored before it restarted, if any.

@@ -39,7 +39,8 @@ type Router struct {
 	log *slog.Logger
 	srv *peer.Server
 
-	m atomic.Pointer[slotmap.Map] // nil: no map, every uuid is local
+	m     atomic.Pointer[slotmap.Map] // nil: no map, every uuid is local
+	holdp atomic.Pointer[hold]        // the slots a move's handoff holds
 
 	installMu sync.Mutex // one Install at a time
 	mu        sync.Mutex // guards links' membership and closed
@@ -223,13 +224,16 @@ func (r *Router) link(o int) *peer.Link {
 // Local implements core.Relay.
 func (r *Router) Local(u wire.UUID) bool {
 	m := r.m.Load()
-	return m != nil && m.OwnerOf(u) == r.opt.Ordinal
+	return m != nil && m.OwnerOf(u) == r.opt.Ordinal && r.heldBy(u) == nil
 }
 
 // Phone implements core.Relay: the packet goes to the home as it came.
 // A packet that cannot be queued is dropped (the link counts it): the
 // phone sends it again with its next heartbeat.
 func (r *Router) Phone(now int64, u wire.UUID, raw []byte, tr state.Transport, from netip.AddrPort, conn any) {
+	if r.holdPhone(now, u, raw, tr, from, conn) {
+		return
+	}
 	home, _ := r.Home(u)
 	l := r.link(home)
 	if l == nil {
@@ -337,9 +341,14 @@ func (e *UnreachableError) Error() string {
 
 func (e *UnreachableError) Unwrap() error { return e.Err }
 
-// Push implements core.Relay.
+// Push implements core.Relay: the push goes to its home, once any move
+// holding its slot has let go of it.
 func (r *Router) Push(ctx context.Context, p core.PushSpec) (core.PushResult, error) {
-	home, _ := r.Home(p.UUID)
+	return r.pushHome(ctx, p, -1)
+}
+
+// relayPush relays a push to pod home and returns its answer.
+func (r *Router) relayPush(ctx context.Context, home int, p core.PushSpec) (core.PushResult, error) {
 	l := r.link(home)
 	if l == nil {
 		return core.PushResult{}, &UnreachableError{Home: home, Err: peer.ErrLinkDown}

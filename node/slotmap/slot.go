@@ -2,6 +2,8 @@ package slotmap
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
@@ -76,4 +78,102 @@ func OrdinalFromPodName(name string) (ordinal int, ok bool) {
 		return 0, false
 	}
 	return n, true
+}
+
+// Set is a set of slots. The zero Set is empty.
+type Set [NumSlots / 64]uint64
+
+// Add puts slots from..to (inclusive) in s.
+func (s *Set) Add(from, to int) {
+	for i := from; i <= to; i++ {
+		s[i>>6] |= 1 << (i & 63)
+	}
+}
+
+// Has reports whether slot is in s.
+func (s *Set) Has(slot uint16) bool { return s[slot>>6]&(1<<(slot&63)) != 0 }
+
+// HasUUID reports whether u's slot is in s.
+func (s *Set) HasUUID(u wire.UUID) bool { return s.Has(Slot(u)) }
+
+// Len is the number of slots in s.
+func (s *Set) Len() int {
+	n := 0
+	for _, w := range s {
+		for ; w != 0; w &= w - 1 {
+			n++
+		}
+	}
+	return n
+}
+
+// String writes s as ranges, e.g. "0-63,128".
+func (s *Set) String() string {
+	var b []byte
+	for i := 0; i < NumSlots; {
+		if !s.Has(uint16(i)) {
+			i++
+			continue
+		}
+		j := i
+		for j+1 < NumSlots && s.Has(uint16(j+1)) {
+			j++
+		}
+		if len(b) > 0 {
+			b = append(b, ',')
+		}
+		b = fmt.Appendf(b, "%d", i)
+		if j > i {
+			b = fmt.Appendf(b, "-%d", j)
+		}
+		i = j + 1
+	}
+	return string(b)
+}
+
+// Gained is the set of slots that ordinal owns in next and not in prev
+// (a zero prev counts as ordinal 0 owning every slot).
+func Gained(prev, next Map, ordinal int) Set {
+	var s Set
+	a, b := ownerTable(prev), ownerTable(next)
+	for i := range NumSlots {
+		if int(b[i]) == ordinal && int(a[i]) != ordinal {
+			s.Add(i, i)
+		}
+	}
+	return s
+}
+
+// Lost is the set of slots that ordinal owns in prev and not in next.
+func Lost(prev, next Map, ordinal int) Set { return Gained(next, prev, ordinal) }
+
+// ParseSet reads what Set.String writes.
+func ParseSet(s string) (Set, error) {
+	var set Set
+	if s == "" {
+		return set, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		r, err := parseRange(part)
+		if err != nil {
+			return set, err
+		}
+		set.Add(r[0], r[1])
+	}
+	return set, nil
+}
+
+func parseRange(s string) ([2]int, error) {
+	a, b, found := strings.Cut(s, "-")
+	from, err := strconv.Atoi(a)
+	if err != nil || from < 0 || from >= NumSlots {
+		return [2]int{}, fmt.Errorf("%w: slot %q is not a number from 0 to %d", ErrInvalid, a, NumSlots-1)
+	}
+	to := from
+	if found {
+		if to, err = strconv.Atoi(b); err != nil || to < from || to >= NumSlots {
+			return [2]int{}, fmt.Errorf("%w: slot range %q must be from-to with from <= to <= %d", ErrInvalid, s, NumSlots-1)
+		}
+	}
+	return [2]int{from, to}, nil
 }

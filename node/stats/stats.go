@@ -39,6 +39,7 @@ const (
 	DropRelayConnGone                // a home's message for a TCP phone whose connection here closed
 	DropRelayTooLate                 // a relayed push that reached its home after the front stopped waiting
 	DropNoSlotMap                    // a phone packet at a pod of a sharded PushNode that has no slot map yet
+	DropMoveHeld                     // a phone packet past the bound of what a slot move's handoff holds
 	numDrops
 )
 
@@ -48,6 +49,7 @@ var dropNames = [numDrops]string{
 	"push_violation", "push_idle", "push_slow_frame", "push_conn_limit", "udp_send_error",
 	"tcp_source_limit", "push_source_limit", "http_conn_limit", "http_source_limit",
 	"record_busy", "not_home", "relayed_malformed", "relay_conn_gone", "relay_too_late", "no_slot_map",
+	"move_held",
 }
 
 func (d Drop) String() string { return dropNames[d] }

@@ -69,6 +69,11 @@ type Options struct {
 	// after a crash in the middle of a commit (nothing acknowledged is
 	// lost), a lost commit when the disk damaged the page.
 	OnHeaderFallback func(msg string)
+	// IDLimit, when set, is where this node's push ids end (exclusive):
+	// pushes moved here from other pods keep their ids, from other
+	// ordinals' ranges, and the next id of this node must not follow
+	// theirs.
+	IDLimit uint64
 }
 
 // Store is an open data directory.
@@ -325,7 +330,7 @@ func (s *Store) Load(fn func(u wire.UUID, v []byte) error) (Counters, error) {
 		c.NextEventSeq = getU64(m.Get(metaNextEvent), 1)
 		// Never hand out an id or a sequence number that is taken, even
 		// if the counters are behind what the buckets hold.
-		if k, _ := tx.Bucket(bucketPushes).Cursor().Last(); len(k) == 8 {
+		if k := lastPushBelow(tx.Bucket(bucketPushes).Cursor(), s.opt.IDLimit); len(k) == 8 {
 			c.NextPushID = max(c.NextPushID, getU64(k, 0)+1)
 		}
 		if k, _ := tx.Bucket(bucketEvents).Cursor().Last(); len(k) == 8 {

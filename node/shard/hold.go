@@ -1,0 +1,201 @@
+package shard
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+
+	"github.com/ddpush/ddpush-operator/node/core"
+	"github.com/ddpush/ddpush-operator/node/peer"
+	"github.com/ddpush/ddpush-operator/node/slotmap"
+	"github.com/ddpush/ddpush-operator/node/state"
+	"github.com/ddpush/ddpush-operator/node/stats"
+	"github.com/ddpush/ddpush-operator/node/wire"
+)
+
+// A slot move's handoff holds its slots: from the moment the source
+// takes their records out of its table until the target serves them (or
+// the move is called off), nothing may be decided about them here. Pushes
+// wait for the hold to end and then go to whichever pod is home; phone
+// packets are kept, up to a bound, and handled the same way.
+
+// maxHeldPackets bounds the phone packets a hold keeps. A handoff lasts
+// milliseconds; past the bound packets are dropped and counted, and
+// phones repeat them with their next heartbeat.
+const maxHeldPackets = 65536
+
+type hold struct {
+	set      slotmap.Set
+	released chan struct{}
+
+	mu      sync.Mutex
+	packets []heldPacket
+}
+
+// heldPacket is a phone packet that came in during a hold: at this pod's
+// own sockets (from == nil) or relayed by the front from.
+type heldPacket struct {
+	now  int64
+	raw  []byte
+	tr   state.Transport
+	addr netip.AddrPort
+	conn any
+	from *peer.Session
+	p    peer.PhonePacket
+}
+
+// Hold starts holding the slots in set. There is one hold at a time.
+func (r *Router) Hold(set slotmap.Set) {
+	r.holdp.Store(&hold{set: set, released: make(chan struct{})})
+}
+
+// Release ends the hold: what waited is routed by the map in force now.
+func (r *Router) Release() {
+	h := r.holdp.Swap(nil)
+	if h == nil {
+		return
+	}
+	close(h.released)
+	h.mu.Lock()
+	packets := h.packets
+	h.packets = nil
+	h.mu.Unlock()
+	for i := range packets {
+		r.replay(&packets[i])
+	}
+}
+
+// heldBy is the hold u's slot is in, if any.
+func (r *Router) heldBy(u wire.UUID) *hold {
+	if h := r.holdp.Load(); h != nil && h.set.HasUUID(u) {
+		return h
+	}
+	return nil
+}
+
+// waitRelease waits, at most until ctx ends, for a hold of u's slot to
+// end. It reports false if ctx ended first.
+func (r *Router) waitRelease(ctx context.Context, u wire.UUID) bool {
+	h := r.heldBy(u)
+	if h == nil {
+		return true
+	}
+	select {
+	case <-h.released:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// keep stores a phone packet until the hold ends. It reports false when
+// the hold keeps no more.
+func (h *hold) keep(p heldPacket) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	select {
+	case <-h.released:
+		return false
+	default:
+	}
+	if len(h.packets) >= maxHeldPackets {
+		return false
+	}
+	h.packets = append(h.packets, p)
+	return true
+}
+
+// replay handles a packet kept by a hold that ended.
+func (r *Router) replay(p *heldPacket) {
+	if p.from != nil {
+		r.PhonePacket(p.from, &p.p)
+		return
+	}
+	var m wire.ClientMessage
+	if wire.DecodeClient(p.raw, &m) != nil {
+		return
+	}
+	if !r.Local(m.UUID) {
+		r.Phone(p.now, m.UUID, p.raw, p.tr, p.addr, p.conn)
+		return
+	}
+	out := r.opt.Core.HandleClient(p.now, &m, p.tr, p.addr, p.conn, nil)
+	if len(out) == 0 {
+		return
+	}
+	if p.tr == state.TCP {
+		if cs, ok := p.conn.(core.ConnSender); ok {
+			cs.Send(out)
+		}
+		return
+	}
+	if s := r.udp.Load(); s != nil {
+		_ = s.s.SendUDP(out, p.addr)
+	}
+}
+
+// holdPhone keeps a packet that reached this pod's sockets for a held
+// uuid. It reports false when u is not held.
+func (r *Router) holdPhone(now int64, u wire.UUID, raw []byte, tr state.Transport, from netip.AddrPort, conn any) bool {
+	h := r.heldBy(u)
+	if h == nil {
+		return false
+	}
+	if !h.keep(heldPacket{now: now, raw: bytes.Clone(raw), tr: tr, addr: from, conn: conn}) {
+		r.opt.Core.Stats().Drop(stats.DropMoveHeld)
+	}
+	return true
+}
+
+// holdRelayed keeps a packet a front relayed here for a held uuid.
+func (r *Router) holdRelayed(from *peer.Session, p *peer.PhonePacket, u wire.UUID) bool {
+	h := r.heldBy(u)
+	if h == nil {
+		return false
+	}
+	cp := *p
+	cp.Raw = bytes.Clone(p.Raw)
+	if !h.keep(heldPacket{from: from, p: cp}) {
+		r.opt.Core.Stats().Drop(stats.DropMoveHeld)
+	}
+	return true
+}
+
+// pushHome accepts p here if this pod is its home once any hold of its
+// slot ends, or relays it to its home otherwise. A relay never goes back
+// to the pod the push came from (notFrom; -1 for none): two pods whose
+// maps disagree would pass it to and fro.
+func (r *Router) pushHome(ctx context.Context, p core.PushSpec, notFrom int) (core.PushResult, error) {
+	for range 3 {
+		if !r.waitRelease(ctx, p.UUID) {
+			return core.PushResult{}, &UnreachableError{Home: r.opt.Ordinal, Err: errors.New("the uuid's slot was still being moved when the push's time ran out")}
+		}
+		if r.Local(p.UUID) {
+			res, err := r.opt.Core.PushLocal(ctx, p)
+			if errors.Is(err, core.ErrSlotMoving) {
+				continue
+			}
+			return res, err
+		}
+		if r.heldBy(p.UUID) != nil {
+			continue
+		}
+		home, _ := r.Home(p.UUID)
+		if home == notFrom {
+			return core.PushResult{}, &UnreachableError{Home: home, Err: errors.New("this pod and the pod that relayed the push take each other for the uuid's home: their slot maps disagree for a moment")}
+		}
+		return r.relayPush(ctx, home, p)
+	}
+	return core.PushResult{}, &UnreachableError{Home: -1, Err: errors.New("the uuid's slot moved again and again while the push waited")}
+}
+
+// deadline is the context a push waits in here: until its NotAfter and
+// the commit margin, or relayWait when it has none.
+func pushContext(p core.PushSpec) (context.Context, context.CancelFunc) {
+	if p.NotAfter.IsZero() {
+		return context.WithTimeout(context.Background(), relayWait)
+	}
+	return context.WithDeadline(context.Background(), p.NotAfter.Add(commitMargin))
+}
