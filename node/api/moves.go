@@ -90,6 +90,20 @@ type MoveEntries struct {
 	Pushes  []EntryKV `json:"pushes,omitempty"`
 	Keys    []EntryKV `json:"keys,omitempty"`
 	Gone    [][]byte  `json:"gone,omitempty"` // uuids of records deleted since they were sent
+	// Fronts say where the phones of the handoff's records are reached,
+	// which stored records leave out.
+	Fronts []MoveFront `json:"fronts,omitempty"`
+}
+
+// MoveFront is where one phone is reached: the pod whose socket its last
+// UDP packet came through, and the pod holding its TCP connection (with
+// that pod's incarnation and the connection's id there); -1 for none.
+type MoveFront struct {
+	UUID        []byte `json:"uuid"`
+	UDP         int    `json:"udp"`
+	TCP         int    `json:"tcp"`
+	Incarnation uint64 `json:"incarnation,omitempty"`
+	ConnID      uint64 `json:"connId,omitempty"`
 }
 
 // EntryKV is one stored entry.

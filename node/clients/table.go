@@ -628,3 +628,22 @@ func (t *ClientTable) Put(u wire.UUID, data []byte, dirty bool) error {
 	}
 	return nil
 }
+
+// Attach sets where a record's phone is reached: front (see
+// state.Record.Front) and its TCP connection, if any. It reports false
+// when there is no record of u.
+func (t *ClientTable) Attach(u wire.UUID, front uint16, conn any) bool {
+	s, r, ok := t.lockFree(&u)
+	if !ok {
+		return false
+	}
+	defer s.mu.Unlock()
+	if r == nil {
+		return false
+	}
+	r.Front = front
+	if conn != nil {
+		r.SetConn(conn)
+	}
+	return true
+}

@@ -87,6 +87,12 @@ type Extracted struct {
 	UUID  wire.UUID
 	Data  []byte
 	Dirty bool
+	// Where the phone is reached, which the stored form leaves out: the
+	// front of its UDP address (state.Record.Front) and its TCP
+	// connection.
+	Front  uint16
+	Conn   any
+	HasUDP bool
 }
 
 // ExtractSlots takes every record of the slots in set out of the table,
@@ -97,7 +103,9 @@ type Extracted struct {
 func (c *Core) ExtractSlots(ctx context.Context, set slotmap.Set) ([]Extracted, error) {
 	var out []Extracted
 	take := func(r *state.Record) {
-		out = append(out, Extracted{UUID: r.UUID, Data: r.AppendBinary(nil), Dirty: r.Flags&state.FlagDirty != 0})
+		_, udp := r.Addr()
+		out = append(out, Extracted{UUID: r.UUID, Data: r.AppendBinary(nil), Dirty: r.Flags&state.FlagDirty != 0,
+			Front: r.Front, Conn: r.Conn(), HasUDP: udp})
 	}
 	in := func(u *wire.UUID) bool { return set.HasUUID(*u) }
 	for {
@@ -129,7 +137,9 @@ func (c *Core) restore(recs []Extracted) {
 	for _, r := range recs {
 		if err := c.table.Put(r.UUID, r.Data, r.Dirty); err != nil {
 			c.log.Error("put a record back into the table", "uuid", r.UUID, "err", err)
+			continue
 		}
+		c.table.Attach(r.UUID, r.Front, r.Conn)
 	}
 }
 
@@ -178,3 +188,6 @@ var ErrSlotMoving = errors.New("the uuid's slot is being moved to another pod")
 // slots in set that reach it from now on (nil: none). Pushes committed
 // before are in what Tracked returns.
 func (c *Core) Fence(set *slotmap.Set) { c.fence.Store(set) }
+
+// Attach sets where the phone of a record that moved here is reached.
+func (c *Core) Attach(u wire.UUID, front uint16, conn any) bool { return c.table.Attach(u, front, conn) }

@@ -537,3 +537,10 @@ func (c RemoteConn) Send(b []byte) bool {
 	}
 	return sess.SendToPhone(&ToPhone{Route: Route{Transport: TCP, ConnID: c.connID}, Bytes: b}) == nil
 }
+
+// RemoteConnOf is connection connID of incarnation incarnation of the
+// front with this ordinal, as a record that moved here from another home
+// keeps it.
+func (s *Server) RemoteConnOf(ordinal int, incarnation, connID uint64) RemoteConn {
+	return RemoteConn{srv: s, ordinal: ordinal, incarnation: incarnation, connID: connID}
+}

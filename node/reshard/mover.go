@@ -23,6 +23,7 @@ import (
 	"github.com/ddpush/ddpush-operator/node/core"
 	"github.com/ddpush/ddpush-operator/node/shard"
 	"github.com/ddpush/ddpush-operator/node/slotmap"
+	"github.com/ddpush/ddpush-operator/node/wire"
 )
 
 // Options configure a Mover.
@@ -61,6 +62,8 @@ type move struct {
 	state
 	set slotmap.Set
 	m   slotmap.Map // source: the map the move installs
+	// target: where the phones of the handoff's records are reached
+	fronts map[wire.UUID]api.MoveFront
 }
 
 // state is what a pod stores of a move.

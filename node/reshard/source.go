@@ -311,14 +311,49 @@ func (mv *Mover) sendTail(ctx context.Context, tc *api.Client, m *move, ext []co
 	if err != nil {
 		return err
 	}
-	return sendBatched(recs, pe.Pushes, pe.Keys, gone, func(e *api.MoveEntries) error {
+	send := func(e *api.MoveEntries) error {
 		e.Source, e.Target, e.Slots = m.Source, m.Target, m.Slots
 		if err := tc.SendMoveEntries(ctx, m.ID, e); err != nil {
 			return err
 		}
 		mv.counted(m, int64(len(e.Records)), int64(len(e.Pushes)))
 		return nil
-	})
+	}
+	if err := sendBatched(recs, pe.Pushes, pe.Keys, gone, send); err != nil {
+		return err
+	}
+	fronts := mv.fronts(ext)
+	for len(fronts) > 0 {
+		n := min(len(fronts), batchRecords)
+		if err := send(&api.MoveEntries{Fronts: fronts[:n]}); err != nil {
+			return err
+		}
+		fronts = fronts[n:]
+	}
+	return nil
+}
+
+// fronts says where the phones of the extracted records are reached.
+func (mv *Mover) fronts(ext []core.Extracted) []api.MoveFront {
+	self := mv.opt.Router.Ordinal()
+	var out []api.MoveFront
+	for _, r := range ext {
+		f := api.MoveFront{UDP: -1, TCP: -1}
+		if r.HasUDP {
+			f.UDP = self
+			if r.Front > 0 {
+				f.UDP = int(r.Front) - 1
+			}
+		}
+		if o, inc, id, ok := mv.opt.Router.Attachment(r.Conn); ok {
+			f.TCP, f.Incarnation, f.ConnID = o, inc, id
+		}
+		if f.UDP >= 0 || f.TCP >= 0 {
+			f.UUID = append([]byte(nil), r.UUID[:]...)
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func (mv *Mover) counted(m *move, recs, pushes int64) {

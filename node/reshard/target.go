@@ -80,6 +80,18 @@ func (mv *Mover) Entries(id string, e *api.MoveEntries) error {
 	if err := mv.opt.Core.Store().Import(batch); err != nil {
 		return err
 	}
+	if len(e.Fronts) > 0 {
+		mv.mu.Lock()
+		if m.fronts == nil {
+			m.fronts = map[wire.UUID]api.MoveFront{}
+		}
+		for _, f := range e.Fronts {
+			if len(f.UUID) == wire.UUIDLen && set.HasUUID(wire.UUID(f.UUID)) {
+				m.fronts[wire.UUID(f.UUID)] = f
+			}
+		}
+		mv.mu.Unlock()
+	}
 	mv.update(m, func(s *state) { s.Records += int64(len(batch.Records)); s.Pushes += int64(len(batch.Pushes)) })
 	return nil
 }
@@ -154,6 +166,7 @@ func (mv *Mover) Commit(id string, c api.MoveCommit) (api.Move, error) {
 		mv.opt.Core.DropSlots(m.set)
 		return api.Move{}, err
 	}
+	mv.attach(m)
 	mv.update(m, func(s *state) { s.Phase, s.Epoch = api.MoveCommitted, nm.Epoch() })
 	mv.mu.Lock()
 	b, err := jsonOf(&m.state)
@@ -216,5 +229,26 @@ func (mv *Mover) dropStored(set slotmap.Set) error {
 			return nil
 		}
 		after = next
+	}
+}
+
+// attach tells the moved records where their phones are reached: the
+// records say what the phones sent, not through which pods.
+func (mv *Mover) attach(m *move) {
+	mv.mu.Lock()
+	fronts := m.fronts
+	m.fronts = nil
+	mv.mu.Unlock()
+	self := mv.opt.Router.Ordinal()
+	for u, f := range fronts {
+		var front uint16
+		if f.UDP >= 0 && f.UDP != self && f.UDP < slotmap.MaxOrdinals {
+			front = uint16(f.UDP + 1)
+		}
+		var conn any
+		if f.TCP >= 0 && f.TCP < slotmap.MaxOrdinals {
+			conn = mv.opt.Router.ConnOf(f.TCP, f.Incarnation, f.ConnID)
+		}
+		mv.opt.Core.Attach(u, front, conn)
 	}
 }

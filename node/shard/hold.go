@@ -164,10 +164,13 @@ func (r *Router) holdRelayed(from *peer.Session, p *peer.PhonePacket, u wire.UUI
 }
 
 // pushHome accepts p here if this pod is its home once any hold of its
-// slot ends, or relays it to its home otherwise. A relay never goes back
-// to the pod the push came from (notFrom; -1 for none): two pods whose
-// maps disagree would pass it to and fro.
-func (r *Router) pushHome(ctx context.Context, p core.PushSpec, notFrom int) (core.PushResult, error) {
+// slot ends, or relays it to its home otherwise: a push relayed here by
+// a pod with an older map goes on to the slot's new home, which may be
+// the pod it came from (a move's target relays to the source until it
+// commits, and the source relays back once it did). Two pods whose maps
+// disagree for longer pass a push to and fro only until its time runs
+// out, which every hop counts down.
+func (r *Router) pushHome(ctx context.Context, p core.PushSpec) (core.PushResult, error) {
 	for range 3 {
 		if !r.waitRelease(ctx, p.UUID) {
 			return core.PushResult{}, &UnreachableError{Home: r.opt.Ordinal, Err: errors.New("the uuid's slot was still being moved when the push's time ran out")}
@@ -183,9 +186,6 @@ func (r *Router) pushHome(ctx context.Context, p core.PushSpec, notFrom int) (co
 			continue
 		}
 		home, _ := r.Home(p.UUID)
-		if home == notFrom {
-			return core.PushResult{}, &UnreachableError{Home: home, Err: errors.New("this pod and the pod that relayed the push take each other for the uuid's home: their slot maps disagree for a moment")}
-		}
 		return r.relayPush(ctx, home, p)
 	}
 	return core.PushResult{}, &UnreachableError{Home: -1, Err: errors.New("the uuid's slot moved again and again while the push waited")}
@@ -198,4 +198,37 @@ func pushContext(p core.PushSpec) (context.Context, context.CancelFunc) {
 		return context.WithTimeout(context.Background(), relayWait)
 	}
 	return context.WithDeadline(context.Background(), p.NotAfter.Add(commitMargin))
+}
+
+// Attachment says where a record's TCP connection is, so that a record
+// moving to another home keeps reaching its phone: the front holding it,
+// that front's incarnation and the connection's id there. A connection
+// at this pod gets an id here, as when a packet of it is relayed.
+func (r *Router) Attachment(conn any) (front int, incarnation, connID uint64, ok bool) {
+	switch c := conn.(type) {
+	case nil:
+		return 0, 0, 0, false
+	case peer.RemoteConn:
+		return c.Ordinal(), c.Incarnation(), c.ConnID(), true
+	case core.ConnSender:
+		return r.opt.Ordinal, r.opt.Incarnation, r.connID(c), true
+	}
+	return 0, 0, 0, false
+}
+
+// ConnOf is what Attachment described, as this pod reaches it: a
+// connection here, or one at another front; nil when it is gone.
+func (r *Router) ConnOf(front int, incarnation, connID uint64) any {
+	if front != r.opt.Ordinal {
+		return r.srv.RemoteConnOf(front, incarnation, connID)
+	}
+	if incarnation != r.opt.Incarnation {
+		return nil
+	}
+	r.connMu.Lock()
+	defer r.connMu.Unlock()
+	if cs := r.conns[connID]; cs != nil {
+		return cs
+	}
+	return nil
 }

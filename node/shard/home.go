@@ -81,7 +81,7 @@ func (r *Router) PushReq(from *peer.Session, q *peer.PushReq) {
 		// slot's new home: the front routed it by an older map.
 		ctx, cancel := pushContext(spec)
 		defer cancel()
-		res, err := r.pushHome(ctx, spec, from.Ordinal())
+		res, err := r.pushHome(ctx, spec)
 		a := peer.PushAns{Corr: corr}
 		var ie *core.InputError
 		var kr *core.KeyReusedError

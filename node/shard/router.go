@@ -344,7 +344,7 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 // Push implements core.Relay: the push goes to its home, once any move
 // holding its slot has let go of it.
 func (r *Router) Push(ctx context.Context, p core.PushSpec) (core.PushResult, error) {
-	return r.pushHome(ctx, p, -1)
+	return r.pushHome(ctx, p)
 }
 
 // relayPush relays a push to pod home and returns its answer.
