@@ -375,20 +375,21 @@ func TestSlotMoveSurvivesKills(t *testing.T) {
 		name   string
 		pause  string // where the source waits, for the kill to land there
 		victim int
+		phase  string // the move's phase at the source when the kill lands
 	}{
-		{"source-before-streaming", "stream:3s", 0},
-		{"source-in-handoff", "commit:3s", 0},
-		{"source-after-flip", "cleanup:3s", 0},
-		{"target-mid-move", "handoff:3s", 1},
-		{"target-before-commit", "commit:3s", 1},
-		{"target-after-commit", "cleanup:3s", 1},
+		{"source-before-streaming", "stream:3s", 0, api.MoveStreaming},
+		{"source-in-handoff", "commit:3s", 0, api.MoveHandoff},
+		{"source-after-flip", "cleanup:3s", 0, api.MoveCommitted},
+		{"target-after-streaming", "handoff:3s", 1, api.MoveStreaming},
+		{"target-before-commit", "commit:3s", 1, api.MoveHandoff},
+		{"target-after-commit", "cleanup:3s", 1, api.MoveCommitted},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) { moveWithKill(t, tc.pause, tc.victim) })
+		t.Run(tc.name, func(t *testing.T) { moveWithKill(t, tc.pause, tc.victim, tc.phase) })
 	}
 }
 
-func moveWithKill(t *testing.T, pause string, victim int) {
+func moveWithKill(t *testing.T, pause string, victim int, phase string) {
 	mp := startMovePods(t, pause)
 	ctx := context.Background()
 	type pushed struct {
@@ -427,9 +428,10 @@ func moveWithKill(t *testing.T, pause string, victim int) {
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond) // into the pause
-	if err := mp.procs[victim].Signal(t, syscall.SIGKILL, 10*time.Second); err != nil {
-		t.Fatal(err)
+	if got, err := mp.procs[0].API.GetMove(ctx, "e2"); err != nil || got.Phase != phase {
+		t.Fatalf("the kill would land in phase %q (%v), not %q", got.Phase, err, phase)
 	}
+	_ = mp.procs[victim].Signal(t, syscall.SIGKILL, 10*time.Second)
 	time.Sleep(300 * time.Millisecond)
 	mp.start(victim, "")
 	// As the operator does: start the move again until it is done (a
