@@ -28,6 +28,7 @@ import (
 // slot, pod 1 none, as when a PushNode of one pod grows to two.
 type movePods struct {
 	t     *testing.T
+	mu    sync.Mutex // guards procs against the pushers while a pod restarts
 	procs [2]*nodetest.Process
 	dirs  [2]string
 	peers map[int]string
@@ -66,8 +67,18 @@ func (mp *movePods) start(i int, pause string) {
 	if old := mp.procs[i]; old != nil {
 		args = append(args, "--client-addr", old.Client, "--push-addr", old.Push, "--http-addr", old.HTTP, "--peer-addr", old.Peer)
 	}
-	mp.procs[i] = nodetest.StartProcess(mp.t, mp.dirs[i], args...)
-	mp.peers[i] = mp.procs[i].Peer
+	p := nodetest.StartProcess(mp.t, mp.dirs[i], args...)
+	mp.mu.Lock()
+	mp.procs[i] = p
+	mp.mu.Unlock()
+	mp.peers[i] = p.Peer
+}
+
+// proc is pod i, for goroutines that run while pods restart.
+func (mp *movePods) proc(i int) *nodetest.Process {
+	mp.mu.Lock()
+	defer mp.mu.Unlock()
+	return mp.procs[i]
 }
 
 // install hands m to both pods.
@@ -270,7 +281,7 @@ func TestSlotMoveUnderLoad(t *testing.T) {
 				}
 				ph := phones[(w+4*i)%nPhones]
 				data := fmt.Sprintf("w%d-%d", w, i)
-				o, _ := pushOnce(mp.procs[(w+i)%2], ph.UUID, data)
+				o, _ := pushOnce(mp.proc((w+i)%2), ph.UUID, data)
 				mu.Lock()
 				outcomes[data] = o
 				mu.Unlock()
@@ -412,7 +423,7 @@ func moveWithKill(t *testing.T, pause string, victim int, phase string) {
 				default:
 				}
 				u := wire.UUID(md5.Sum([]byte(fmt.Sprintf("kill-%d-%d", w, i))))
-				o, id := pushOnce(mp.procs[rand.IntN(2)], u, "x")
+				o, id := pushOnce(mp.proc(rand.IntN(2)), u, "x")
 				mu.Lock()
 				all = append(all, pushed{u, o, id})
 				mu.Unlock()

@@ -104,6 +104,14 @@ func (c *Client) GetPush(ctx context.Context, id uint64) (Push, error) {
 	return p, err
 }
 
+// GetPushOf reads a push at the home of its uuid: after a slot move a
+// push is no longer at the pod that handed out its id.
+func (c *Client) GetPushOf(ctx context.Context, id uint64, uuid string) (Push, error) {
+	var p Push
+	_, err := c.do(ctx, http.MethodGet, PathPushes+"/"+strconv.FormatUint(id, 10)+"?uuid="+url.QueryEscape(uuid), nil, nil, &p)
+	return p, err
+}
+
 // Client looks a client up by uuid.
 func (c *Client) Client(ctx context.Context, uuid string) (ClientInfo, error) {
 	var out ClientInfo

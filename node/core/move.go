@@ -190,4 +190,6 @@ var ErrSlotMoving = errors.New("the uuid's slot is being moved to another pod")
 func (c *Core) Fence(set *slotmap.Set) { c.fence.Store(set) }
 
 // Attach sets where the phone of a record that moved here is reached.
-func (c *Core) Attach(u wire.UUID, front uint16, conn any) bool { return c.table.Attach(u, front, conn) }
+func (c *Core) Attach(u wire.UUID, front uint16, conn any) bool {
+	return c.table.Attach(u, front, conn)
+}

@@ -89,7 +89,7 @@ func New(c *core.Core, opt Options) *API {
 	m := a.mux
 	m.HandleFunc("POST "+api.PathPushes, a.auth(params(a.push)))
 	m.HandleFunc("POST "+api.PathPushesBulk, a.auth(params(a.bulk)))
-	m.HandleFunc("GET "+api.PathPushes+"/{id}", a.auth(params(a.getPush)))
+	m.HandleFunc("GET "+api.PathPushes+"/{id}", a.auth(params(a.getPush, "uuid")))
 	m.HandleFunc("GET "+api.PathClients+"{uuid}", a.auth(params(a.getClient, "userId")))
 	m.HandleFunc("GET "+api.PathClients, a.auth(params(a.getClient, "userId")))
 	m.HandleFunc("GET "+api.PathStatus, a.auth(params(a.status)))

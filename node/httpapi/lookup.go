@@ -42,12 +42,25 @@ func (a *API) getPush(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("push id must be a positive integer, got %q", r.PathValue("id")))
 		return
 	}
-	if a.relayLookup(w, r, a.homeOfID(id)) {
-		return
+	// A push lives at its uuid's home, which handed out its id unless
+	// a slot move brought it there: with the uuid given, ask its home;
+	// without, look here first, then ask the pod that handed the id out.
+	if us := r.URL.Query().Get("uuid"); us != "" {
+		u, err := target(us, "")
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if a.relayLookup(w, r, a.homeOf(u)) {
+			return
+		}
 	}
 	p, ok, err := a.core.GetPush(id)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if !ok && r.URL.Query().Get("uuid") == "" && a.relayLookup(w, r, a.homeOfID(id)) {
 		return
 	}
 	if !ok {

@@ -158,7 +158,7 @@ func (a *API) homeOfID(id uint64) int {
 // the API, without the token (the peer link is authenticated).
 func (a *API) Lookups() http.Handler {
 	m := http.NewServeMux()
-	m.HandleFunc("GET "+api.PathPushes+"/{id}", params(a.getPush))
+	m.HandleFunc("GET "+api.PathPushes+"/{id}", params(a.getPush, "uuid"))
 	m.HandleFunc("GET "+api.PathClients+"{uuid}", params(a.getClient, "userId"))
 	m.HandleFunc("GET "+api.PathClients, params(a.getClient, "userId"))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -32,6 +32,7 @@ type hold struct {
 
 	mu      sync.Mutex
 	packets []heldPacket
+	closed  bool // no more packets are kept
 }
 
 // heldPacket is a phone packet that came in during a hold: at this pod's
@@ -57,14 +58,18 @@ func (r *Router) Release() {
 	if h == nil {
 		return
 	}
-	close(h.released)
+	// Packets first, then the pushes that waited: an ack kept here must
+	// reach the record before a newer push does, since acks name no
+	// message and would ack the newer one.
 	h.mu.Lock()
 	packets := h.packets
 	h.packets = nil
+	h.closed = true
 	h.mu.Unlock()
 	for i := range packets {
 		r.replay(&packets[i])
 	}
+	close(h.released)
 }
 
 // heldBy is the hold u's slot is in, if any.
@@ -95,12 +100,7 @@ func (r *Router) waitRelease(ctx context.Context, u wire.UUID) bool {
 func (h *hold) keep(p heldPacket) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	select {
-	case <-h.released:
-		return false
-	default:
-	}
-	if len(h.packets) >= maxHeldPackets {
+	if h.closed || len(h.packets) >= maxHeldPackets {
 		return false
 	}
 	h.packets = append(h.packets, p)
