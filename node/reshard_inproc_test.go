@@ -2,9 +2,9 @@ package node_test
 
 import (
 	"context"
-	"os"
 	"crypto/md5"
 	"fmt"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
