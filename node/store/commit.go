@@ -8,6 +8,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/ddpush/ddpush-operator/node/slotmap"
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
 
@@ -184,7 +185,10 @@ func (s *Store) Trim(lastSeq, keepEvents uint64, cutoff int64, limit int) (event
 				continue
 			}
 			if p.AcceptedAt >= cutoff {
-				break // ids grow with time: everything after is newer
+				if s.ownID(p.ID) {
+					break // this pod's ids grow with time: everything after is newer
+				}
+				continue // moved here from another pod, whose ids are not in time order with ours
 			}
 			if !p.Fate.Terminal() || p.DoneAt >= cutoff {
 				continue
@@ -212,4 +216,11 @@ func (s *Store) Trim(lastSeq, keepEvents uint64, cutoff int64, limit int) (event
 		err = fmt.Errorf("trim %s: %w", s.path, err)
 	}
 	return events, pushes, err
+}
+
+// ownID reports whether this pod handed out id (always, without
+// Options.IDLimit): pushes moved here keep ids from other pods' ranges.
+func (s *Store) ownID(id uint64) bool {
+	lim := s.opt.IDLimit
+	return lim == 0 || (id < lim && id >= lim-slotmap.MaxIDSeq-1)
 }
