@@ -22,6 +22,10 @@ type Stage struct {
 	shards   []uint8 // touched, in order
 	evs      []state.Event
 	expired  bool
+	// Spare, if set, keeps the records it reports true for from Expire:
+	// records of slots this pod does not serve (a slot move's copy, not
+	// yet committed here) are not its to remove.
+	Spare func(u *wire.UUID) bool
 }
 
 // stagedRecord is one record a stage changes.
@@ -110,7 +114,7 @@ func (st *Stage) Expire(now, cutoff int64) int {
 		s := &st.t.shards[i]
 		s.mu.Lock()
 		for _, sr := range s.staged {
-			if sr.gone || sr.rec.LastSeen >= cutoff || sr.rec.Conn() != nil {
+			if sr.gone || sr.rec.LastSeen >= cutoff || sr.rec.Conn() != nil || (st.Spare != nil && st.Spare(&sr.rec.UUID)) {
 				continue
 			}
 			st.evs = sr.rec.Expire(now, st.evs)
@@ -119,7 +123,7 @@ func (st *Stage) Expire(now, cutoff int64) int {
 		}
 		for j := range s.n {
 			r := s.rec(j)
-			if r.Flags&state.FlagInUse == 0 || r.Flags&state.FlagHeld != 0 || r.LastSeen >= cutoff || r.Conn() != nil {
+			if r.Flags&state.FlagInUse == 0 || r.Flags&state.FlagHeld != 0 || r.LastSeen >= cutoff || r.Conn() != nil || (st.Spare != nil && st.Spare(&r.UUID)) {
 				continue
 			}
 			st.evs = r.Expire(now, st.evs)

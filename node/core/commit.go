@@ -12,6 +12,7 @@ import (
 	"github.com/ddpush/ddpush-operator/node/clients"
 	"github.com/ddpush/ddpush-operator/node/state"
 	"github.com/ddpush/ddpush-operator/node/store"
+	"github.com/ddpush/ddpush-operator/node/wire"
 )
 
 // ErrShuttingDown refuses work queued after the node began to stop.
@@ -262,6 +263,9 @@ func (c *Core) commit(w *committer, ops []*op) error {
 	}
 	for _, o := range ops {
 		if o.expire {
+			if r := c.relay.Load(); r != nil {
+				stage.Spare = func(u *wire.UUID) bool { return !r.r.Local(*u) }
+			}
 			o.n = stage.Expire(now.UnixNano(), now.Add(-o.age).UnixNano())
 		}
 	}

@@ -81,19 +81,17 @@ func (c *Core) Tracked() (uuids []wire.UUID, ids []uint64) {
 	return uuids, ids
 }
 
-// Extracted is a record taken out of the table, in its stored form.
-// Dirty says it changed since it was last written to the store.
+// Extracted is a record taken out of the table. Dirty says it changed
+// since it was last written to the store. Its stored form leaves out
+// where the phone is reached: the front of its UDP address
+// (state.Record.Front) and its TCP connection.
 type Extracted struct {
-	UUID  wire.UUID
-	Data  []byte
+	Rec   state.Record
 	Dirty bool
-	// Where the phone is reached, which the stored form leaves out: the
-	// front of its UDP address (state.Record.Front) and its TCP
-	// connection.
-	Front  uint16
-	Conn   any
-	HasUDP bool
 }
+
+// Data is the record's stored form.
+func (e *Extracted) Data() []byte { return e.Rec.AppendBinary(nil) }
 
 // ExtractSlots takes every record of the slots in set out of the table,
 // without touching the store, and makes durable what was committed for
@@ -103,9 +101,8 @@ type Extracted struct {
 func (c *Core) ExtractSlots(ctx context.Context, set slotmap.Set) ([]Extracted, error) {
 	var out []Extracted
 	take := func(r *state.Record) {
-		_, udp := r.Addr()
-		out = append(out, Extracted{UUID: r.UUID, Data: r.AppendBinary(nil), Dirty: r.Flags&state.FlagDirty != 0,
-			Front: r.Front, Conn: r.Conn(), HasUDP: udp})
+		// The table forgets r once taken: its Ext is no one else's.
+		out = append(out, Extracted{Rec: *r, Dirty: r.Flags&state.FlagDirty != 0})
 	}
 	in := func(u *wire.UUID) bool { return set.HasUUID(*u) }
 	for {
@@ -134,42 +131,18 @@ func (c *Core) ExtractSlots(ctx context.Context, set slotmap.Set) ([]Extracted, 
 // restore puts extracted records back; those that had changed are
 // written back again.
 func (c *Core) restore(recs []Extracted) {
-	for _, r := range recs {
-		if err := c.table.Put(r.UUID, r.Data, r.Dirty); err != nil {
-			c.log.Error("put a record back into the table", "uuid", r.UUID, "err", err)
+	for i := range recs {
+		r := &recs[i]
+		if err := c.table.Put(r.Rec.UUID, r.Data(), r.Dirty); err != nil {
+			c.log.Error("put a record back into the table", "uuid", r.Rec.UUID, "err", err)
 			continue
 		}
-		c.table.Attach(r.UUID, r.Front, r.Conn)
+		c.table.Attach(r.Rec.UUID, r.Rec.Front, r.Rec.Conn())
 	}
 }
 
 // PutBack undoes ExtractSlots: the records serve here again.
 func (c *Core) PutBack(recs []Extracted) { c.restore(recs) }
-
-// LoadSlots reads every stored record of the slots in set into the table
-// (records that moved here and now serve here).
-func (c *Core) LoadSlots(set slotmap.Set) (int, error) {
-	n := 0
-	var after []byte
-	for {
-		recs, next, done, err := c.store.SlotRecords(&set, after, 4096)
-		if err != nil {
-			return n, err
-		}
-		for _, kv := range recs {
-			var u wire.UUID
-			copy(u[:], kv.K)
-			if err := c.table.Put(u, kv.V, false); err != nil {
-				return n, fmt.Errorf("load record %s: %w", u, err)
-			}
-			n++
-		}
-		if done {
-			return n, nil
-		}
-		after = next
-	}
-}
 
 // DropSlots takes the records of the slots in set out of the table and
 // forgets them (records that moved away, or a move's leftovers).
@@ -192,4 +165,25 @@ func (c *Core) Fence(set *slotmap.Set) { c.fence.Store(set) }
 // Attach sets where the phone of a record that moved here is reached.
 func (c *Core) Attach(u wire.UUID, front uint16, conn any) bool {
 	return c.table.Attach(u, front, conn)
+}
+
+// PutRecords puts records in their stored form into the table (a slot
+// move's copy at its target, which the table holds before the move
+// commits so that the commit need not read them), and removes gone.
+func (c *Core) PutRecords(recs []store.KV, gone []wire.UUID) error {
+	for _, kv := range recs {
+		var u wire.UUID
+		copy(u[:], kv.K)
+		if err := c.table.Put(u, kv.V, false); err != nil {
+			return fmt.Errorf("record %s: %w", u, err)
+		}
+	}
+	if len(gone) > 0 {
+		doomed := make(map[wire.UUID]bool, len(gone))
+		for _, u := range gone {
+			doomed[u] = true
+		}
+		c.table.Take(func(u *wire.UUID) bool { return doomed[*u] }, func(*state.Record) {})
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package reshard
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -171,6 +172,7 @@ func (mv *Mover) run(m *move) {
 		mv.opt.Router.Release()
 	}
 	ext, err := mv.opt.Core.ExtractSlots(ctx, m.set)
+	extracted := time.Since(start)
 	if err != nil {
 		unhold()
 		calloff(fmt.Errorf("take the slots' records out of the table: %w", err))
@@ -185,6 +187,7 @@ func (mv *Mover) run(m *move) {
 		rollback(fmt.Errorf("send the handoff's tail: %w", err))
 		return
 	}
+	tailSent := time.Since(start)
 	mv.pause("commit")
 	if _, err := tc.CommitMove(ctx, m.ID, api.MoveCommit{Map: APIMap(m.m)}); err != nil {
 		// It may have committed all the same: the target says.
@@ -203,7 +206,8 @@ func (mv *Mover) run(m *move) {
 		return
 	}
 	unhold()
-	mv.log.Info("slot move committed", "id", m.ID, "slots", m.Slots, "target", m.Target, "records", m.Records, "pushes", m.Pushes, "hold", time.Since(start))
+	mv.log.Info("slot move committed", "id", m.ID, "slots", m.Slots, "target", m.Target, "records", m.Records, "pushes", m.Pushes,
+		"hold", time.Since(start), "extracted_after", extracted, "tail_sent_after", tailSent)
 	mv.pause("cleanup")
 	mv.cleanup(m)
 }
@@ -297,11 +301,12 @@ func (mv *Mover) sendTail(ctx context.Context, tc *api.Client, m *move, ext []co
 		changed[u] = true
 	}
 	var recs []store.KV
-	for _, r := range ext {
-		if r.Dirty || changed[r.UUID] {
-			recs = append(recs, store.KV{K: r.UUID[:], V: r.Data})
+	for i := range ext {
+		r := &ext[i]
+		if r.Dirty || changed[r.Rec.UUID] {
+			recs = append(recs, store.KV{K: bytes.Clone(r.Rec.UUID[:]), V: r.Data()})
 		}
-		delete(changed, r.UUID)
+		delete(changed, r.Rec.UUID)
 	}
 	var gone []wire.UUID
 	for u := range changed {
@@ -337,19 +342,20 @@ func (mv *Mover) sendTail(ctx context.Context, tc *api.Client, m *move, ext []co
 func (mv *Mover) fronts(ext []core.Extracted) []api.MoveFront {
 	self := mv.opt.Router.Ordinal()
 	var out []api.MoveFront
-	for _, r := range ext {
+	for i := range ext {
+		r := &ext[i].Rec
 		f := api.MoveFront{UDP: -1, TCP: -1}
-		if r.HasUDP {
+		if _, ok := r.Addr(); ok {
 			f.UDP = self
 			if r.Front > 0 {
 				f.UDP = int(r.Front) - 1
 			}
 		}
-		if o, inc, id, ok := mv.opt.Router.Attachment(r.Conn); ok {
+		if o, inc, id, ok := mv.opt.Router.Attachment(r.Conn()); ok {
 			f.TCP, f.Incarnation, f.ConnID = o, inc, id
 		}
 		if f.UDP >= 0 || f.TCP >= 0 {
-			f.UUID = append([]byte(nil), r.UUID[:]...)
+			f.UUID = bytes.Clone(r.UUID[:])
 			out = append(out, f)
 		}
 	}

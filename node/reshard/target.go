@@ -80,6 +80,10 @@ func (mv *Mover) Entries(id string, e *api.MoveEntries) error {
 	if err := mv.opt.Core.Store().Import(batch); err != nil {
 		return err
 	}
+	// Into the table too, where they wait, not served, for the commit.
+	if err := mv.opt.Core.PutRecords(batch.Records, batch.Gone); err != nil {
+		return err
+	}
 	if len(e.Fronts) > 0 {
 		mv.mu.Lock()
 		if m.fronts == nil {
@@ -132,9 +136,9 @@ func entriesOf(e *api.MoveEntries, set *slotmap.Set) (*store.SlotEntries, error)
 	return out, nil
 }
 
-// Commit has this pod, the move's target, serve its slots: their records
-// go into the table, then the map that gives them here is installed,
-// stored with the move's new state.
+// Commit has this pod, the move's target, serve its slots: the map that
+// gives them here is installed, stored with the move's new state. Their
+// records are in the table already, put there as they came.
 func (mv *Mover) Commit(id string, c api.MoveCommit) (api.Move, error) {
 	mv.mu.Lock()
 	m := mv.moves[id]
@@ -162,10 +166,6 @@ func (mv *Mover) Commit(id string, c api.MoveCommit) (api.Move, error) {
 	if gained != m.set || lost.Len() > 0 {
 		return api.Move{}, inputf("the map would give this pod slots %q and take %q; the move brings slots %s", gained.String(), lost.String(), m.Slots)
 	}
-	if _, err := mv.opt.Core.LoadSlots(m.set); err != nil {
-		mv.opt.Core.DropSlots(m.set)
-		return api.Move{}, err
-	}
 	mv.attach(m)
 	mv.update(m, func(s *state) { s.Phase, s.Epoch = api.MoveCommitted, nm.Epoch() })
 	mv.mu.Lock()
@@ -176,7 +176,6 @@ func (mv *Mover) Commit(id string, c api.MoveCommit) (api.Move, error) {
 	}
 	if err != nil {
 		mv.update(m, func(s *state) { s.Phase = api.MoveImporting })
-		mv.opt.Core.DropSlots(m.set)
 		return api.Move{}, err
 	}
 	mv.log.Info("slots moved here", "id", id, "slots", m.Slots, "source", m.Source, "records", m.Records, "epoch", nm.Epoch())
