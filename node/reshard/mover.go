@@ -10,12 +10,14 @@
 package reshard
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,6 +52,7 @@ type Mover struct {
 
 	mu     sync.Mutex
 	moves  map[string]*move
+	seq    uint64
 	active string // the id of the move this pod is the source of, while it runs
 	closed bool
 	stop   chan struct{}
@@ -66,8 +69,14 @@ type move struct {
 	fronts map[wire.UUID]api.MoveFront
 }
 
+// keepFinished is how many finished moves a pod keeps the state of, for
+// GET /v1/moves/{id}; older ones are forgotten.
+const keepFinished = 64
+
 // state is what a pod stores of a move.
 type state struct {
+	// Seq orders moves by when this pod learnt of them.
+	Seq uint64 `json:"seq"`
 	ID         string  `json:"id"`
 	Role       string  `json:"role"` // "source" or "target"
 	Phase      string  `json:"phase"`
@@ -122,6 +131,7 @@ func New(opt Options) (*Mover, error) {
 			}
 		}
 		mv.moves[id] = m
+		mv.seq = max(mv.seq, st.Seq)
 	}
 	for _, m := range mv.moves {
 		if m.Role != roleSource {
@@ -254,3 +264,34 @@ var errClosed = errors.New("the node is stopping")
 func errf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 
 func jsonOf(s *state) ([]byte, error) { return json.Marshal(s) }
+
+// adopt registers a new move and forgets the oldest finished ones past
+// keepFinished. The caller holds mv.mu.
+func (mv *Mover) adopt(m *move) (forget []string) {
+	mv.seq++
+	m.Seq = mv.seq
+	mv.moves[m.ID] = m
+	var finished []*move
+	for _, o := range mv.moves {
+		if o.ID != m.ID && o.ID != mv.active && (o.Phase == api.MoveDone || o.Phase == api.MoveFailed || o.Phase == phaseAborted ||
+			(o.Role == roleTarget && o.Phase == api.MoveCommitted)) {
+			finished = append(finished, o)
+		}
+	}
+	if len(finished) <= keepFinished {
+		return nil
+	}
+	slices.SortFunc(finished, func(a, b *move) int { return cmp.Compare(a.Seq, b.Seq) })
+	for _, o := range finished[:len(finished)-keepFinished] {
+		delete(mv.moves, o.ID)
+		forget = append(forget, o.ID)
+	}
+	return forget
+}
+
+// forget deletes the stored state of moves adopt let go of.
+func (mv *Mover) forget(ids []string) {
+	if err := mv.opt.Core.Store().DeleteMoves(ids); err != nil {
+		mv.log.Warn("forget old moves", "err", err)
+	}
+}

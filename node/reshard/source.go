@@ -100,9 +100,11 @@ func (mv *Mover) Start(req api.MoveRequest) (api.Move, error) {
 		mv.mu.Unlock()
 		return api.Move{}, conflictf("another move of this pod started meanwhile")
 	}
-	mv.moves[req.ID], mv.active = m, req.ID
+	forget := mv.adopt(m)
+	mv.active = req.ID
 	mv.wg.Add(1)
 	mv.mu.Unlock()
+	mv.forget(forget)
 	if err := mv.save(m, nil); err != nil {
 		mv.wg.Done()
 		mv.finish(m, api.MoveFailed, err.Error())

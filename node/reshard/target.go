@@ -63,11 +63,13 @@ func (mv *Mover) Entries(id string, e *api.MoveEntries) error {
 		return conflictf("move %s is unknown here: its first batch did not come (this pod may have lost its volume); start the move again", id)
 	}
 	fresh := e.First
+	var forget []string
 	if fresh {
 		m = &move{state: state{ID: id, Role: roleTarget, Phase: api.MoveImporting, Source: e.Source, Target: self, Slots: set.String()}, set: set}
-		mv.moves[id] = m
+		forget = mv.adopt(m)
 	}
 	mv.mu.Unlock()
+	mv.forget(forget)
 	if fresh {
 		// What an earlier attempt left of these slots goes first.
 		if err := mv.dropStored(set); err != nil {

@@ -317,3 +317,23 @@ func (s *Store) Moves() (map[string][]byte, error) {
 	}
 	return out, nil
 }
+
+// DeleteMoves deletes the stored state of these moves.
+func (s *Store) DeleteMoves(ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := s.update("delete moves", func(tx *bolt.Tx) error {
+		m := tx.Bucket(bucketMeta)
+		for _, id := range ids {
+			if err := m.Delete(append(bytes.Clone(metaMovePrefix), id...)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete %d moves: %w", len(ids), err)
+	}
+	return nil
+}
