@@ -48,8 +48,20 @@ func (mv *Mover) Start(req api.MoveRequest) (api.Move, error) {
 			return api.Move{}, conflictf("this pod is the target of move %s, not its source", req.ID)
 		}
 		if m.Phase != api.MoveFailed || mv.active == req.ID {
+			// The target may be back at another address (a pod's IP
+			// changes when it restarts): a move settling its handoff
+			// asks it there from now on.
+			changed := false
+			if req.TargetURL != "" && req.TargetURL != m.TargetURL && validURL(req.TargetURL) && (m.Phase == api.MoveHandoff || m.Phase == api.MoveStreaming) {
+				m.TargetURL, changed = req.TargetURL, true
+			}
 			v := m.view()
 			mv.mu.Unlock()
+			if changed {
+				if err := mv.save(m, nil); err != nil {
+					mv.log.Warn("store a move's new target address", "id", m.ID, "err", err)
+				}
+			}
 			return v, nil
 		}
 	}
@@ -86,7 +98,7 @@ func (mv *Mover) Start(req api.MoveRequest) (api.Move, error) {
 			return api.Move{}, inputf("the move's map changes more than this pod's slots going to pod %d (%s): one move has one source and one target", req.Target, d)
 		}
 	}
-	if u, err := url.Parse(req.TargetURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if !validURL(req.TargetURL) {
 		return api.Move{}, inputf("targetURL %q must be the target pod's HTTP API, e.g. http://pod-1.pods:8080", req.TargetURL)
 	}
 	mb, err := nm.MarshalBinary()
@@ -194,7 +206,7 @@ func (mv *Mover) run(m *move) {
 	if _, err := tc.CommitMove(ctx, m.ID, api.MoveCommit{Map: APIMap(m.m)}); err != nil {
 		// It may have committed all the same: the target says.
 		mv.log.Warn("the target's answer to a move's commit did not come; asking it", "id", m.ID, "err", err)
-		switch mv.resolve(tc, m) {
+		switch mv.resolve(m) {
 		case outcomeAborted:
 			mv.opt.Core.PutBack(ext)
 			unhold()
@@ -431,8 +443,9 @@ const (
 // no answer, and calls the move off there if it did not. It asks until
 // it knows: meanwhile the slots stay held, since either pod may be the
 // one that serves them.
-func (mv *Mover) resolve(tc *api.Client, m *move) outcome {
+func (mv *Mover) resolve(m *move) outcome {
 	for {
+		tc := mv.targetClient(m)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		got, err := tc.GetMove(ctx, m.ID)
 		var se *api.StatusError
@@ -465,7 +478,7 @@ func (mv *Mover) goResolve(m *move) {
 	go func() {
 		defer mv.wg.Done()
 		mv.log.Info("a slot move stopped in its handoff; its slots are held until the target says whether it committed", "id", m.ID, "slots", m.Slots, "target", m.Target)
-		switch mv.resolve(mv.client(m.TargetURL), m) {
+		switch mv.resolve(m) {
 		case outcomeStopped:
 			return
 		case outcomeAborted:
@@ -513,4 +526,17 @@ func (mv *Mover) cleanup(m *move) {
 	}
 	mv.finish(m, api.MoveDone, "")
 	mv.log.Info("slot move done", "id", m.ID, "slots", m.Slots, "target", m.Target)
+}
+
+func validURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
+}
+
+// targetClient is a client of the move's target at its latest address.
+func (mv *Mover) targetClient(m *move) *api.Client {
+	mv.mu.Lock()
+	u := m.TargetURL
+	mv.mu.Unlock()
+	return mv.client(u)
 }
