@@ -203,7 +203,7 @@ func (r *PushMessageReconciler) advance(ctx context.Context, pm *ddpushv1.PushMe
 		return ctrl.Result{}, nil
 	}
 	nodeAvailableAgain(pm)
-	r.Followers.Ensure(node, replicasOf(&pn))
+	r.Followers.Ensure(node, int(builders.Pods(&pn)))
 
 	if st.PushID == 0 {
 		return r.submit(ctx, pm, &pn)
