@@ -155,7 +155,7 @@ func (r *PushNodeReconciler) reconcileResharding(ctx context.Context, pn *ddpush
 		return out, nil
 	}
 
-	if why := r.reshardBlocked(ctx, pn, st, sts, cur, curPods, step); why != "" {
+	if why := r.reshardBlocked(ctx, pn, sts, cur, curPods); why != "" {
 		out.after(reshardPausedPoll)
 		setReshardingCondition(pn, st, reshardingCondition(pn, rs, why, true))
 		return out, nil
@@ -200,7 +200,7 @@ func (r *PushNodeReconciler) reconcileResharding(ctx context.Context, pn *ddpush
 // move needs its source, its target and every front that relays to them;
 // a first map for a pod that ran alone waits until it restarted with its
 // peer link.
-func (r *PushNodeReconciler) reshardBlocked(ctx context.Context, pn *ddpushv1.PushNode, st *ddpushv1.PushNodeStatus, sts *appsv1.StatefulSet, cur slotmap.Map, curPods int, step reshardStep) string {
+func (r *PushNodeReconciler) reshardBlocked(ctx context.Context, pn *ddpushv1.PushNode, sts *appsv1.StatefulSet, cur slotmap.Map, curPods int) string {
 	if sts == nil {
 		return "the StatefulSet does not exist yet"
 	}
@@ -224,13 +224,6 @@ func (r *PushNodeReconciler) reshardBlocked(ctx context.Context, pn *ddpushv1.Pu
 			return fmt.Sprintf("pod %s is not ready: %s", p.Name, why)
 		case p.MapEpoch != int64(cur.Epoch()):
 			return fmt.Sprintf("pod %s holds slot map epoch %d, not %d yet", p.Name, p.MapEpoch, cur.Epoch())
-		}
-	}
-	if step.Kind == stepMove {
-		// A new pod that takes slots must run before any move; those
-		// the map names are checked above.
-		if int(sts.Status.ReadyReplicas) < curPods {
-			return fmt.Sprintf("%d of %d pods ready", sts.Status.ReadyReplicas, curPods)
 		}
 	}
 	return ""
