@@ -9,10 +9,8 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
@@ -155,7 +153,7 @@ func (r *PushNodeReconciler) reconcileResharding(ctx context.Context, pn *ddpush
 		return out, nil
 	}
 
-	if why := r.reshardBlocked(ctx, pn, sts, cur, curPods); why != "" {
+	if why := reshardBlocked(pn, sts, cur, curPods); why != "" {
 		out.after(reshardPausedPoll)
 		setReshardingCondition(pn, st, reshardingCondition(pn, rs, why, true))
 		return out, nil
@@ -197,15 +195,18 @@ func (r *PushNodeReconciler) reconcileResharding(ctx context.Context, pn *ddpush
 
 // reshardBlocked says why the next step must wait, or "" when it may go.
 // Every pod named by the recorded map must hold it and serve, since a
-// move needs its source, its target and every front that relays to them;
-// a first map for a pod that ran alone waits until it restarted with its
-// peer link.
-func (r *PushNodeReconciler) reshardBlocked(ctx context.Context, pn *ddpushv1.PushNode, sts *appsv1.StatefulSet, cur slotmap.Map, curPods int) string {
+// move needs its source, its target and every front that relays to them.
+func reshardBlocked(pn *ddpushv1.PushNode, sts *appsv1.StatefulSet, cur slotmap.Map, curPods int) string {
 	if sts == nil {
 		return "the StatefulSet does not exist yet"
 	}
 	if cur.IsZero() {
-		return r.podRolledOut(ctx, pn, sts, 0)
+		// The pods of a StatefulSet made for one pod start in order, and
+		// its rolling update restarts pod 0 with its peer link only once
+		// the new pods are ready, which they are once they hold a map:
+		// the first map goes out at once. Pod 0 refuses it until it
+		// restarted, and no slot moves until it holds it.
+		return ""
 	}
 	seen := map[int32]ddpushv1.PushNodePodStatus{}
 	for _, p := range pn.Status.Pods {
@@ -225,27 +226,6 @@ func (r *PushNodeReconciler) reshardBlocked(ctx context.Context, pn *ddpushv1.Pu
 		case p.MapEpoch != int64(cur.Epoch()):
 			return fmt.Sprintf("pod %s holds slot map epoch %d, not %d yet", p.Name, p.MapEpoch, cur.Epoch())
 		}
-	}
-	return ""
-}
-
-// podRolledOut says why pod i does not run the StatefulSet's current
-// template yet ("" when it does): a pod that ran alone takes a slot map
-// only once it restarted with its peer link.
-func (r *PushNodeReconciler) podRolledOut(ctx context.Context, pn *ddpushv1.PushNode, sts *appsv1.StatefulSet, i int) string {
-	name := PodName(pn, i)
-	if sts.Status.ObservedGeneration < sts.Generation || sts.Status.UpdateRevision == "" {
-		return fmt.Sprintf("pod %s restarts with its peer link: the StatefulSet controller has not seen the change yet", name)
-	}
-	var pod corev1.Pod
-	if err := r.Client.Get(ctx, types.NamespacedName{Namespace: pn.Namespace, Name: name}, &pod); err != nil {
-		return fmt.Sprintf("pod %s restarts with its peer link: %v", name, err)
-	}
-	if pod.Labels[appsv1.ControllerRevisionHashLabelKey] != sts.Status.UpdateRevision {
-		return fmt.Sprintf("pod %s restarts with its peer link: it still runs revision %s", name, pod.Labels[appsv1.ControllerRevisionHashLabelKey])
-	}
-	if pod.Status.PodIP == "" {
-		return fmt.Sprintf("pod %s restarts with its peer link: it has no IP yet", name)
 	}
 	return ""
 }
