@@ -172,22 +172,28 @@ func TestStatefulSetReplicasWhileDraining(t *testing.T) {
 		name    string
 		spec    int32
 		slotMap *ddpushv1.SlotMapStatus
+		rs      *ddpushv1.ReshardingStatus
 		want    int32
 		sharded bool
 	}{
-		{"new, no map", 3, nil, 3, true},
-		{"one pod, no map", 1, nil, 1, false},
-		{"growing: spec first", 5, &ddpushv1.SlotMapStatus{Epoch: 1, Ranges: ranges(0, 1, 2), Pods: 3}, 5, true},
-		{"shrinking: pods 3 and 4 still own slots", 2, &ddpushv1.SlotMapStatus{Epoch: 4, Ranges: ranges(0, 1, 2, 3, 4), Pods: 5}, 5, true},
-		{"shrinking: drained, the map still names them", 2, &ddpushv1.SlotMapStatus{Epoch: 9, Ranges: ranges(0, 1), Pods: 5}, 5, true},
-		{"shrinking: final map", 2, &ddpushv1.SlotMapStatus{Epoch: 10, Ranges: ranges(0, 1), Pods: 2}, 2, true},
-		{"map of an older operator, without pods", 2, &ddpushv1.SlotMapStatus{Epoch: 1, Ranges: ranges(0, 1, 2)}, 3, true},
-		{"to one pod: draining", 1, &ddpushv1.SlotMapStatus{Epoch: 3, Ranges: ranges(0), Pods: 2}, 2, true},
-		{"to one pod: done", 1, &ddpushv1.SlotMapStatus{Epoch: 4, Ranges: ranges(0), Pods: 1}, 1, false},
+		{"new, no map", 3, nil, nil, 3, true},
+		{"one pod, no map", 1, nil, nil, 1, false},
+		{"growing: spec first", 5, &ddpushv1.SlotMapStatus{Epoch: 1, Ranges: ranges(0, 1, 2), Pods: 3}, nil, 5, true},
+		{"shrinking: pods 3 and 4 still own slots", 2, &ddpushv1.SlotMapStatus{Epoch: 4, Ranges: ranges(0, 1, 2, 3, 4), Pods: 5}, nil, 5, true},
+		{"shrinking: drained, the map still names them", 2, &ddpushv1.SlotMapStatus{Epoch: 9, Ranges: ranges(0, 1), Pods: 5}, nil, 5, true},
+		{"shrinking: final map recorded, not yet seen on the pods", 2, &ddpushv1.SlotMapStatus{Epoch: 10, Ranges: ranges(0, 1), Pods: 2},
+			&ddpushv1.ReshardingStatus{FromReplicas: 5, ToReplicas: 2}, 5, true},
+		{"shrinking: done", 2, &ddpushv1.SlotMapStatus{Epoch: 10, Ranges: ranges(0, 1), Pods: 2}, nil, 2, true},
+		{"map of an older operator, without pods", 2, &ddpushv1.SlotMapStatus{Epoch: 1, Ranges: ranges(0, 1, 2)}, nil, 3, true},
+		{"to one pod: draining", 1, &ddpushv1.SlotMapStatus{Epoch: 3, Ranges: ranges(0), Pods: 2}, nil, 2, true},
+		{"to one pod: final map", 1, &ddpushv1.SlotMapStatus{Epoch: 4, Ranges: ranges(0), Pods: 1},
+			&ddpushv1.ReshardingStatus{FromReplicas: 2, ToReplicas: 1}, 2, true},
+		{"to one pod: done", 1, &ddpushv1.SlotMapStatus{Epoch: 4, Ranges: ranges(0), Pods: 1}, nil, 1, false},
 	} {
 		pn := shardedPN(tc.spec)
 		pn.Spec.Storage.WhenScaled = ddpushv1.PVCDelete
 		pn.Status.SlotMap = tc.slotMap
+		pn.Status.Resharding = tc.rs
 		sts := buildSTS(t, pn)
 		if *sts.Spec.Replicas != tc.want || Pods(pn) != tc.want {
 			t.Errorf("%s: statefulset replicas %d, Pods %d, want %d", tc.name, *sts.Spec.Replicas, Pods(pn), tc.want)

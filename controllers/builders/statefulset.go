@@ -78,13 +78,19 @@ func Sharded(pn *ddpushv1.PushNode) bool {
 
 // Pods is the number of pods pn runs: spec.replicas, except while
 // replicas shrink. Pods that own slots in the recorded slot map, or that
-// the map still names, stay until the map no longer does: removing them
+// the map still names, or that a resharding started from, stay until the
+// map no longer names them and the resharding is over: removing them
 // sooner would lose the slots' records, and leave the other pods
 // relaying to pods that are gone.
 func Pods(pn *ddpushv1.PushNode) int32 {
 	n := int32(1)
 	if pn.Spec.Replicas != nil && *pn.Spec.Replicas > 1 {
 		n = *pn.Spec.Replicas
+	}
+	if rs := pn.Status.Resharding; rs != nil {
+		// Until the pods that stay are seen holding the map without the
+		// others, which ends the resharding.
+		n = max(n, rs.FromReplicas, rs.ToReplicas)
 	}
 	sm := pn.Status.SlotMap
 	if sm == nil {
