@@ -153,7 +153,14 @@ func (r *PushNodeReconciler) reconcileResharding(ctx context.Context, pn *ddpush
 		return out, nil
 	}
 
-	if why := reshardBlocked(pn, sts, cur, curPods); why != "" {
+	// A move needs every pod the map names; the map without the drained
+	// pods only those that stay, so that pods that never came up can be
+	// given up by scaling back.
+	gate := curPods
+	if step.Kind == stepFinal {
+		gate = want
+	}
+	if why := reshardBlocked(pn, sts, cur, gate); why != "" {
 		out.after(reshardPausedPoll)
 		setReshardingCondition(pn, st, reshardingCondition(pn, rs, why, true))
 		return out, nil
