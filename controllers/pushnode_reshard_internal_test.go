@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -146,5 +147,35 @@ func TestPushOrdinalFollowsTheSlotMap(t *testing.T) {
 	pm.Status.NodePod = ""
 	if got := PushOrdinal(pn, pm); got != 0 {
 		t.Errorf("not submitted: %d", got)
+	}
+}
+
+func TestReshardBlocked(t *testing.T) {
+	pn := reshardPN(5)
+	m, _ := slotmap.EvenSplit(3, 6, peersOf(3, testPeer))
+	sts := &appsv1.StatefulSet{}
+	ready := func(i int, epoch int64) ddpushv1.PushNodePodStatus {
+		return ddpushv1.PushNodePodStatus{Name: PodName(pn, i), Ordinal: int32(i), Ready: true, MapEpoch: epoch}
+	}
+	pn.Status.Pods = []ddpushv1.PushNodePodStatus{ready(0, 6), ready(1, 6), ready(2, 6)}
+	if why := reshardBlocked(pn, sts, m, 3); why != "" {
+		t.Errorf("all ready: %q", why)
+	}
+	if why := reshardBlocked(pn, nil, m, 3); why == "" {
+		t.Error("no StatefulSet")
+	}
+	if why := reshardBlocked(pn, sts, m, 4); why != "pod edge-3 has not reported yet" {
+		t.Errorf("missing pod: %q", why)
+	}
+	pn.Status.Pods[1].Ready, pn.Status.Pods[1].Problem = false, "its API does not answer: connection refused"
+	if why := reshardBlocked(pn, sts, m, 3); why != "pod edge-1 is not ready: its API does not answer: connection refused" {
+		t.Errorf("not ready: %q", why)
+	}
+	pn.Status.Pods[1] = ready(1, 5)
+	if why := reshardBlocked(pn, sts, m, 3); why != "pod edge-1 holds slot map epoch 5, not 6 yet" {
+		t.Errorf("old map: %q", why)
+	}
+	if why := reshardBlocked(pn, sts, slotmap.Map{}, 3); why != "" {
+		t.Errorf("the first map waits for nothing: %q", why)
 	}
 }
