@@ -58,7 +58,7 @@ type reshardOutcome struct {
 
 type reshardEvent struct{ reason, message string }
 
-// reshardRecheck after the step it took: a new map reaches the pods in
+// after asks for another look within d: a new map reaches the pods in
 // this same reconcile, and the next step waits for them to report it.
 func (o *reshardOutcome) after(d time.Duration) {
 	if o.requeue == 0 || d < o.requeue {
