@@ -275,3 +275,92 @@ func TestReshardGrowsAndShrinks(t *testing.T) {
 		return nil
 	})
 }
+
+// A PushNode of one pod has no map: going to 3 pods hands every pod the
+// map of every slot at pod 0 and moves from there; going back to one pod
+// drains pods 1 and 2, and the pod template loses the peer link only then.
+func TestReshardFromAndToOnePod(t *testing.T) {
+	loc := &testLocator{}
+	startManager(t, loc)
+	ctx := context.Background()
+	ns := namespace(t)
+	key := types.NamespacedName{Namespace: ns, Name: "single"}
+	nodes := newMovingNodes(t, 3)
+	for i, s := range nodes.servers {
+		loc.setPod(key, i, s.URL, fmt.Sprintf("single-%d.peers:9977", i))
+	}
+	must(t, k8s.Create(ctx, newPushNode(ns, "single")))
+	eventually(t, 30*time.Second, "the PushNode of one pod is looked at", func() error {
+		if pn := getPN(t, ns, "single"); pn.Status.ObservedGeneration == 0 || pn.Status.SlotMap != nil {
+			return fmt.Errorf("status %+v", pn.Status)
+		}
+		return nil
+	})
+	peerArgs := func() bool {
+		var sts appsv1.StatefulSet
+		must(t, k8s.Get(ctx, key, &sts))
+		for _, a := range sts.Spec.Template.Spec.Containers[0].Args {
+			if strings.HasPrefix(a, "--peer-addr") {
+				return true
+			}
+		}
+		return false
+	}
+	if peerArgs() {
+		t.Fatal("a single pod with a peer link")
+	}
+
+	pn := getPN(t, ns, "single")
+	pn.Spec.Replicas = ptr.To[int32](3)
+	must(t, k8s.Update(ctx, pn))
+	var first uint64
+	eventually(t, 3*time.Minute, "resharding to 3 pods", func() error {
+		nodes.mu.Lock()
+		if m := nodes.maps[0]; m != nil && first == 0 {
+			first = m.Epoch
+			if len(m.Ranges) != 1 || m.Ranges[0].Ordinal != 0 || len(m.Peers) != 3 {
+				t.Errorf("pod 0's first map %+v", m)
+			}
+		}
+		nodes.mu.Unlock()
+		pn := getPN(t, ns, "single")
+		c := meta.FindStatusCondition(pn.Status.Conditions, controllers.ConditionResharding)
+		if pn.Status.Resharding != nil || c == nil || c.Reason != controllers.ReasonReshardComplete {
+			return fmt.Errorf("resharding %+v, condition %+v", pn.Status.Resharding, c)
+		}
+		if o := owners(pn.Status.SlotMap.Ranges); o[0] != 342 || o[1] != 341 || o[2] != 341 {
+			return fmt.Errorf("owners %v", o)
+		}
+		return nil
+	})
+	if first != 1 {
+		t.Errorf("pod 0's first map has epoch %d, want 1", first)
+	}
+	if !peerArgs() {
+		t.Error("3 pods without a peer link")
+	}
+
+	pn = getPN(t, ns, "single")
+	pn.Spec.Replicas = ptr.To[int32](1)
+	must(t, k8s.Update(ctx, pn))
+	eventually(t, 3*time.Minute, "resharding to 1 pod", func() error {
+		pn := getPN(t, ns, "single")
+		if pn.Status.Resharding != nil {
+			if !peerArgs() {
+				t.Error("the peer link went while draining")
+			}
+			return fmt.Errorf("resharding %+v", *pn.Status.Resharding)
+		}
+		if o := owners(pn.Status.SlotMap.Ranges); o[0] != 1024 || pn.Status.SlotMap.Pods != 1 {
+			return fmt.Errorf("slot map %+v", pn.Status.SlotMap)
+		}
+		var sts appsv1.StatefulSet
+		if err := k8s.Get(ctx, key, &sts); err != nil {
+			return err
+		}
+		if *sts.Spec.Replicas != 1 || peerArgs() {
+			return fmt.Errorf("statefulset replicas %d, peer link %v", *sts.Spec.Replicas, peerArgs())
+		}
+		return nil
+	})
+}
