@@ -12,6 +12,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
+	"github.com/ddpush/ddpush-operator/controllers/builders"
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/slotmap"
 )
@@ -152,11 +153,34 @@ func (f *Followers) loop(key podKey) *follower {
 }
 
 // PushOrdinal is the ordinal of the pod whose event log and store hold
-// pm's push: its home, which encodes itself in the push ids it hands out.
-// An id in ordinal 0's range from another pod comes from a node that does
-// not partition its ids (an image from before sharding, which pushes only
-// where it is asked), and then the pod that accepted the push holds it.
-func PushOrdinal(pm *ddpushv1.PushMessage) int {
+// pm's push: its uuid's home in the slot map recorded in pn's status.
+// Slots move between pods when replicas change, and a push moves with
+// its uuid keeping its id, so the pod that accepted it (which its id
+// names) may no longer hold it. pn nil, or a sharded PushNode without a
+// map, leaves the pod that accepted it; a PushNode of one pod holds
+// every push in pod 0, whichever pod accepted it before it shrank.
+func PushOrdinal(pn *ddpushv1.PushNode, pm *ddpushv1.PushMessage) int {
+	accepted := acceptedOrdinal(pm)
+	switch {
+	case pn == nil || pm.Status.PushID == 0:
+		return accepted
+	case !builders.Sharded(pn):
+		return 0
+	case pn.Status.SlotMap == nil:
+		return accepted
+	}
+	if home, err := HomeOrdinal(pn, targetOf(pm)); err == nil {
+		return home
+	}
+	return accepted
+}
+
+// acceptedOrdinal is the ordinal of the pod that accepted pm's push,
+// which encodes itself in the push ids it hands out. An id in ordinal
+// 0's range from another pod comes from a node that does not partition
+// its ids (an image from before sharding, which pushes only where it is
+// asked), and then the pod that accepted the push is in NodePod.
+func acceptedOrdinal(pm *ddpushv1.PushMessage) int {
 	if o, ok := slotmap.OrdinalOfID(uint64(pm.Status.PushID)); ok && o > 0 {
 		return o
 	}
@@ -377,11 +401,23 @@ func (f *Followers) wakeAll(ctx context.Context, key podKey) {
 	if err := f.Client.List(ctx, &list, client.InNamespace(key.node.Namespace), client.MatchingFields{IndexPushNode: key.node.Name}); err != nil {
 		return
 	}
+	pn := f.pushNode(ctx, key.node)
 	for i := range list.Items {
-		if !list.Items[i].Status.Phase.Finished() && PushOrdinal(&list.Items[i]) == key.ordinal {
+		if !list.Items[i].Status.Phase.Finished() && PushOrdinal(pn, &list.Items[i]) == key.ordinal {
 			f.send(ctx, &list.Items[i])
 		}
 	}
+}
+
+// pushNode reads the PushNode whose slot map says where pushes live; nil
+// when it cannot be read, which leaves each push at the pod that
+// accepted it.
+func (f *Followers) pushNode(ctx context.Context, key types.NamespacedName) *ddpushv1.PushNode {
+	var pn ddpushv1.PushNode
+	if err := f.Client.Get(ctx, key, &pn); err != nil {
+		return nil
+	}
+	return &pn
 }
 
 func (f *Followers) send(ctx context.Context, pm *ddpushv1.PushMessage) {

@@ -91,10 +91,11 @@ func (f *Followers) highestOpenPushID(ctx context.Context, l *follower, inc stri
 	if err := f.Client.List(ctx, &list, client.InNamespace(l.key.node.Namespace), client.MatchingFields{IndexPushNode: l.key.node.Name}); err != nil {
 		return 0, fmt.Errorf("list the node's messages: %w", err)
 	}
+	pn := f.pushNode(ctx, l.key.node)
 	var high uint64
 	for i := range list.Items {
 		st := &list.Items[i].Status
-		if st.Phase.Finished() || (st.NodeIncarnation != "" && st.NodeIncarnation != inc) || PushOrdinal(&list.Items[i]) != l.key.ordinal {
+		if st.Phase.Finished() || (st.NodeIncarnation != "" && st.NodeIncarnation != inc) || PushOrdinal(pn, &list.Items[i]) != l.key.ordinal {
 			continue
 		}
 		high = max(high, uint64(st.PushID))

@@ -110,7 +110,11 @@ func (r *PushMessageReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		// A finished message is never evaluated again; only its TTL runs.
 		// One finished before the Finished condition existed gets it, so
 		// that a `kubectl wait` on it ends too.
-		r.Followers.Forget(node, PushOrdinal(&pm), string(pm.UID))
+		var pn *ddpushv1.PushNode
+		if got := (&ddpushv1.PushNode{}); r.Client.Get(ctx, node, got) == nil {
+			pn = got
+		}
+		r.Followers.Forget(node, PushOrdinal(pn, &pm), string(pm.UID))
 		if needsFinishedCondition(&pm) {
 			setFinishedCondition(&pm)
 			if requeue, err := r.writeStatus(ctx, &pm); requeue || err != nil {
@@ -173,7 +177,11 @@ func (r *PushMessageReconciler) advance(ctx context.Context, pm *ddpushv1.PushMe
 	// operator's own: an ack the follower has seen makes the message
 	// Delivered even when the operator gets to it past its deadline.
 	if st.PushID != 0 {
-		if f, known, _, _ := r.Followers.Lookup(node, PushOrdinal(pm), string(pm.UID)); known {
+		var holder *ddpushv1.PushNode
+		if found {
+			holder = &pn
+		}
+		if f, known, _, _ := r.Followers.Lookup(node, PushOrdinal(holder, pm), string(pm.UID)); known {
 			r.applyFate(pm, f)
 		}
 		if st.Phase.Finished() {
@@ -203,7 +211,7 @@ func (r *PushMessageReconciler) advance(ctx context.Context, pm *ddpushv1.PushMe
 		return ctrl.Result{}, nil
 	}
 	nodeAvailableAgain(pm)
-	r.Followers.Ensure(node, replicasOf(&pn))
+	r.Followers.Ensure(node, int(builders.Pods(&pn)))
 
 	if st.PushID == 0 {
 		return r.submit(ctx, pm, &pn)
@@ -243,7 +251,7 @@ func optTime(t time.Time) *time.Time {
 // when the stream may have missed something.
 func (r *PushMessageReconciler) follow(ctx context.Context, pm *ddpushv1.PushMessage, pn *ddpushv1.PushNode, node types.NamespacedName) (ctrl.Result, error) {
 	uid := string(pm.UID)
-	f, known, resync, following := r.Followers.Lookup(node, PushOrdinal(pm), uid)
+	f, known, resync, following := r.Followers.Lookup(node, PushOrdinal(pn, pm), uid)
 	if known {
 		r.applyFate(pm, f)
 	}
@@ -263,7 +271,7 @@ func (r *PushMessageReconciler) follow(ctx context.Context, pm *ddpushv1.PushMes
 		}
 		return ctrl.Result{RequeueAfter: backoff(3)}, nil
 	}
-	r.Followers.Synced(node, PushOrdinal(pm), uid)
+	r.Followers.Synced(node, PushOrdinal(pn, pm), uid)
 	r.applyPush(pm, &p)
 	return ctrl.Result{}, nil
 }
@@ -457,7 +465,7 @@ func homeUnavailable(pn *ddpushv1.PushNode, pm *ddpushv1.PushMessage) (reason, m
 		}
 		return "", ""
 	}
-	o := PushOrdinal(pm)
+	o := PushOrdinal(pn, pm)
 	if pm.Status.PushID == 0 {
 		var err error
 		if o, err = HomeOrdinal(pn, targetOf(pm)); err != nil {

@@ -99,7 +99,7 @@ const ReasonDeadlineUnconfirmed = "DeadlineUnconfirmed"
 // (its home, which accepted it), with the PushNode's token: its store
 // incarnation is the one the message recorded.
 func (r *PushMessageReconciler) nodeClient(ctx context.Context, pm *ddpushv1.PushMessage, pn *ddpushv1.PushNode) (*api.Client, string, error) {
-	ep, err := r.Locator.Pod(ctx, pn, PushOrdinal(pm))
+	ep, err := r.Locator.Pod(ctx, pn, PushOrdinal(pn, pm))
 	if err != nil {
 		return nil, "", fmt.Errorf("locate the node of push %d: %w", pm.Status.PushID, err)
 	}

@@ -96,8 +96,8 @@ func (r *PushMessageReconciler) submit(ctx context.Context, pm *ddpushv1.PushMes
 	r.applyPush(pm, &p)
 	// The submit answer already says what the node knew at that moment.
 	node := types.NamespacedName{Namespace: pm.Namespace, Name: pn.Name}
-	r.Followers.Synced(node, PushOrdinal(pm), string(pm.UID))
-	if f, known, _, _ := r.Followers.Lookup(node, PushOrdinal(pm), string(pm.UID)); known {
+	r.Followers.Synced(node, PushOrdinal(pn, pm), string(pm.UID))
+	if f, known, _, _ := r.Followers.Lookup(node, PushOrdinal(pn, pm), string(pm.UID)); known {
 		r.applyFate(pm, f)
 	}
 	return ctrl.Result{}, nil

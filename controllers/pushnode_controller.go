@@ -159,7 +159,7 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	problems = append(problems, r.reconcileStorage(ctx, &pn, stsPtr)...)
 
 	st := pn.Status.DeepCopy()
-	problems = r.fillStatus(ctx, &pn, st, stsPtr, problems)
+	problems, reshard := r.fillStatus(ctx, &pn, st, stsPtr, problems)
 	before := slices.Clone(pn.Status.Conditions)
 	beforePods := slices.Clone(pn.Status.Pods)
 	if !equality.Semantic.DeepEqual(&pn.Status, st) {
@@ -174,6 +174,21 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 	}
 	r.recordEvents(&pn, before, st.Conditions, problems)
+	if r.Recorder != nil {
+		for _, e := range reshard.events {
+			r.Recorder.Eventf(&pn, nil, corev1.EventTypeNormal, e.reason, "Reshard", "%s", e.message)
+		}
+	}
+	res, err := r.requeue(ctx, req, &pn, st, beforePods, applyErr, waiting, conflicted)
+	if d := reshard.requeue; d > 0 && err == nil && (res.RequeueAfter == 0 || d < res.RequeueAfter) {
+		res.RequeueAfter = d
+	}
+	return res, err
+}
+
+// requeue says when to look at a PushNode again, once its status is
+// written.
+func (r *PushNodeReconciler) requeue(_ context.Context, req ctrl.Request, pn *ddpushv1.PushNode, st *ddpushv1.PushNodeStatus, beforePods []ddpushv1.PushNodePodStatus, applyErr error, waiting, conflicted bool) (ctrl.Result, error) {
 	if applyErr != nil {
 		return ctrl.Result{}, applyErr
 	}
@@ -185,9 +200,9 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		// again later in case it was removed.
 		return ctrl.Result{RequeueAfter: r.conflictRetry()}, nil
 	}
-	if builders.Sharded(&pn) {
+	if builders.Sharded(pn) {
 		if anyPodReady(st) {
-			r.Followers.Ensure(req.NamespacedName, replicasOf(&pn))
+			r.Followers.Ensure(req.NamespacedName, int(builders.Pods(pn)))
 		}
 		for _, o := range podsBack(beforePods, st.Pods) {
 			r.Followers.Kick(req.NamespacedName, o)
@@ -215,9 +230,11 @@ func (r *PushNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 
 // fillStatus computes the status into st and returns every problem found,
 // those passed in and those it finds itself.
-func (r *PushNodeReconciler) fillStatus(ctx context.Context, pn *ddpushv1.PushNode, st *ddpushv1.PushNodeStatus, sts *appsv1.StatefulSet, problems []problem) []problem {
+func (r *PushNodeReconciler) fillStatus(ctx context.Context, pn *ddpushv1.PushNode, st *ddpushv1.PushNodeStatus, sts *appsv1.StatefulSet, problems []problem) ([]problem, reshardOutcome) {
 	d := builders.Defaulted(pn)
-	desired := *d.Spec.Replicas
+	// The pods the StatefulSet runs: more than replicas while slots
+	// drain from the pods that leave.
+	desired := builders.Pods(pn)
 	st.ObservedGeneration = pn.Generation
 	// Replicas counts the pods that exist, as the scale subresource
 	// expects; desired is in the spec.
@@ -235,10 +252,12 @@ func (r *PushNodeReconciler) fillStatus(ctx context.Context, pn *ddpushv1.PushNo
 	st.ClientEndpoint = r.clientEndpoint(ctx, d)
 
 	avail := availableCondition(sts, desired)
+	reshard, reshardProblems := r.reconcileResharding(ctx, pn, st, sts)
+	problems = append(problems, reshardProblems...)
 	if builders.Sharded(pn) {
 		// Pods get their map as soon as they answer, ready or not: a pod
 		// without one would take itself for the home of every uuid.
-		problems = append(problems, r.reconcileShards(ctx, pn, st, avail.Status == metav1.ConditionTrue)...)
+		problems = append(problems, r.reconcileShards(ctx, pn, st, avail.Status == metav1.ConditionTrue, reshard.moving)...)
 	} else if avail.Status == "True" {
 		if err := r.readNodeStats(ctx, pn, st); err != nil {
 			// Ready pods that the operator cannot query still serve
@@ -250,7 +269,7 @@ func (r *PushNodeReconciler) fillStatus(ctx context.Context, pn *ddpushv1.PushNo
 		c.ObservedGeneration = pn.Generation
 		meta.SetStatusCondition(&st.Conditions, c)
 	}
-	return problems
+	return problems, reshard
 }
 
 func (r *PushNodeReconciler) clientEndpoint(ctx context.Context, pn *ddpushv1.PushNode) string {

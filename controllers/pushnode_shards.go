@@ -29,21 +29,6 @@ const firstEpoch = 1
 // shardWorkers bounds the pods asked at once: a PushNode may have 512.
 const shardWorkers = 16
 
-// desiredSlotMap is the map pn's pods must hold at epoch: the even split
-// of the slots between its ordinals, each with its peer address.
-func desiredSlotMap(pn *ddpushv1.PushNode, loc NodeLocator, epoch uint64) (slotmap.Map, error) {
-	n := replicasOf(pn)
-	peers := make(map[int]string, n)
-	for i := range n {
-		peers[i] = loc.PeerAddr(pn, i)
-	}
-	m, err := slotmap.EvenSplit(n, epoch, peers)
-	if err != nil {
-		return slotmap.Map{}, fmt.Errorf("compute the slot map of %d pods: %w", n, err)
-	}
-	return m, nil
-}
-
 // slotMapStatus is the status form of m.
 func slotMapStatus(m slotmap.Map) *ddpushv1.SlotMapStatus {
 	s := m.Spec()
@@ -84,28 +69,21 @@ type podShard struct {
 // allReady is whether the StatefulSet counts every pod ready: a ready pod
 // whose API does not answer still serves phones, but the operator can
 // neither hand it a map nor deliver through it, which a person must see.
-func (r *PushNodeReconciler) reconcileShards(ctx context.Context, pn *ddpushv1.PushNode, st *ddpushv1.PushNodeStatus, allReady bool) []problem {
+func (r *PushNodeReconciler) reconcileShards(ctx context.Context, pn *ddpushv1.PushNode, st *ddpushv1.PushNodeStatus, allReady bool, moving slotmap.Map) []problem {
 	log := logf.FromContext(ctx)
-	epoch := uint64(firstEpoch)
-	if st.SlotMap != nil && st.SlotMap.Epoch > 0 {
-		epoch = uint64(st.SlotMap.Epoch)
+	if st.SlotMap == nil {
+		// The first map waits for its pod (see reconcileResharding).
+		return nil
 	}
-	m, err := desiredSlotMap(pn, r.Locator, epoch)
+	// The recorded map is the truth: slots moved since the even split
+	// stay where they went.
+	m, pods, err := recordedMap(st, func(i int) string { return r.Locator.PeerAddr(pn, i) })
 	if err != nil {
 		return []problem{{"SlotMapInvalid", err.Error()}}
 	}
-	if st.SlotMap != nil {
-		if prev, err := slotmap.New(epoch, specRanges(st.SlotMap), m.Peers()); err != nil || !prev.SameContent(m) {
-			// The split of the slots never changes while replicas cannot;
-			// a recorded map that differs was written by something else.
-			epoch++
-			if m, err = desiredSlotMap(pn, r.Locator, epoch); err != nil {
-				return []problem{{"SlotMapInvalid", err.Error()}}
-			}
-		}
-	}
+	epoch := m.Epoch()
 	token, terr := ReadToken(ctx, r.Client, pn)
-	results := make([]podShard, replicasOf(pn))
+	results := make([]podShard, pods)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, shardWorkers)
 	for i := range results {
@@ -114,7 +92,7 @@ func (r *PushNodeReconciler) reconcileShards(ctx context.Context, pn *ddpushv1.P
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			results[i] = r.shardOf(ctx, pn, m, i, token, terr)
+			results[i] = r.shardOf(ctx, pn, m, moving, i, token, terr)
 		}()
 	}
 	wg.Wait()
@@ -128,15 +106,17 @@ func (r *PushNodeReconciler) reconcileShards(ctx context.Context, pn *ddpushv1.P
 			high = max(high, p.held)
 		}
 	}
-	if high >= epoch {
+	// While a move runs its source and target hold its map, newer than
+	// the recorded one: that is no reason for another epoch.
+	if high >= epoch && moving.IsZero() {
 		log.Info("a pod holds a slot map newer than the recorded one; moving to a new epoch", "held", high, "recorded", epoch)
-		next, err := desiredSlotMap(pn, r.Locator, high+1)
+		next, err := slotmap.New(high+1, m.Spec().Ranges, m.Peers())
 		if err != nil {
 			return []problem{{"SlotMapInvalid", err.Error()}}
 		}
-		st.SlotMap = slotMapStatus(next)
+		recordMap(st, next)
 	} else {
-		st.SlotMap = slotMapStatus(m)
+		recordMap(st, m)
 	}
 
 	var problems []problem
@@ -182,7 +162,7 @@ func specRanges(s *ddpushv1.SlotMapStatus) []slotmap.Range {
 // without a home.
 func shardsCondition(pn *ddpushv1.PushNode, m slotmap.Map, down []podShard) metav1.Condition {
 	c := metav1.Condition{Type: ConditionShardsAvailable, ObservedGeneration: pn.Generation}
-	n := replicasOf(pn)
+	n := len(m.Peers())
 	if len(down) == 0 {
 		c.Status, c.Reason = metav1.ConditionTrue, "AllShardsServed"
 		c.Message = fmt.Sprintf("all %d pods hold slot map epoch %d and serve their slots", n, m.Epoch())
@@ -206,8 +186,9 @@ func shardsCondition(pn *ddpushv1.PushNode, m slotmap.Map, down []podShard) meta
 }
 
 // shardOf asks pod i what it holds and serves, and hands it m if it does
-// not hold it.
-func (r *PushNodeReconciler) shardOf(ctx context.Context, pn *ddpushv1.PushNode, m slotmap.Map, i int, token string, terr error) podShard {
+// not hold it. The source and target of a running move may hold moving
+// instead: they install it themselves.
+func (r *PushNodeReconciler) shardOf(ctx context.Context, pn *ddpushv1.PushNode, m, moving slotmap.Map, i int, token string, terr error) podShard {
 	p := podShard{st: ddpushv1.PushNodePodStatus{
 		Name: PodName(pn, i), Ordinal: int32(i), Slots: m.Ranges(i), SlotCount: int32(m.SlotCount(i)),
 		Share: share(m.SlotCount(i)),
@@ -251,6 +232,14 @@ func (r *PushNodeReconciler) shardOf(ctx context.Context, pn *ddpushv1.PushNode,
 	p.held = held.Epoch()
 	switch {
 	case held.Equal(m):
+	case !moving.IsZero() && held.Equal(moving):
+		p.st.MapEpoch = int64(held.Epoch())
+		p.st.Slots, p.st.SlotCount, p.st.Share = moving.Ranges(i), int32(moving.SlotCount(i)), share(moving.SlotCount(i))
+		if !ns.Ready {
+			return notReady("the node says it is not ready")
+		}
+		p.st.Ready = true
+		return p
 	case !held.IsZero() && held.Epoch() >= m.Epoch():
 		p.newer = true
 		if len(slotmap.Diff(held, m)) != 0 {

@@ -188,9 +188,8 @@ func TestPushNodeStorageClassIsImmutable(t *testing.T) {
 	must(t, k8s.Update(ctx, u))
 }
 
-// kubectl scale reaches the PushNode through the scale subresource and
-// gets the replicas validation's message, not NotFound: replicas is fixed
-// at creation until slots can move between pods.
+// kubectl scale reaches the PushNode through the scale subresource: it
+// changes replicas within 1..512 and gets the bounds' messages outside.
 func TestPushNodeScaleSubresource(t *testing.T) {
 	ns := namespace(t)
 	ctx := context.Background()
@@ -201,7 +200,7 @@ func TestPushNodeScaleSubresource(t *testing.T) {
 	if scale.Spec.Replicas != 1 {
 		t.Errorf("scale spec.replicas = %d, want 1", scale.Spec.Replicas)
 	}
-	for n, want := range map[int32]string{2: "resharding is not supported", 0: "at least 1", 600: "at most 512"} {
+	for n, want := range map[int32]string{0: "at least 1", 600: "at most 512"} {
 		scale.Spec.Replicas = n
 		err := k8s.SubResource("scale").Update(ctx, pn, client.WithSubResourceBody(scale))
 		if err == nil || !strings.Contains(err.Error(), want) {
@@ -226,35 +225,38 @@ func TestPushNodeScaleSubresource(t *testing.T) {
 	})
 }
 
-// replicas is fixed at creation, up or down, through the object and the
-// scale subresource; the same value passes, and so do other changes.
-func TestPushNodeReplicasFixedAtCreation(t *testing.T) {
+// replicas changes up and down, through the object and the scale
+// subresource, and stays within 1..512.
+func TestPushNodeReplicasChangeable(t *testing.T) {
 	ns := namespace(t)
 	ctx := context.Background()
 	pn := newPushNode(ns, "sharded")
 	pn.Spec.Replicas = ptr.To[int32](3)
 	must(t, k8s.Create(ctx, pn))
-	for _, n := range []int32{4, 2, 1} {
+	for _, n := range []int32{4, 2, 1, 512} {
 		u := pn.DeepCopy()
 		must(t, k8s.Get(ctx, client.ObjectKeyFromObject(u), u))
 		u.Spec.Replicas = ptr.To(n)
-		err := k8s.Update(ctx, u)
-		if err == nil || !strings.Contains(err.Error(), "replicas cannot change on an existing PushNode yet: resharding is not supported; create a new PushNode") {
-			t.Errorf("replicas 3 -> %d: got %v", n, err)
+		must(t, k8s.Update(ctx, u))
+	}
+	for n, want := range map[int32]string{0: "at least 1", 513: "at most 512"} {
+		u := pn.DeepCopy()
+		must(t, k8s.Get(ctx, client.ObjectKeyFromObject(u), u))
+		u.Spec.Replicas = ptr.To(n)
+		if err := k8s.Update(ctx, u); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("replicas -> %d: got %v, want %q", n, err, want)
 		}
 	}
-	u := pn.DeepCopy()
-	must(t, k8s.Get(ctx, client.ObjectKeyFromObject(u), u))
-	u.Spec.Settings.RateLimit = ptr.To[int32](10)
-	must(t, k8s.Update(ctx, u))
 	scale := &autoscalingv1.Scale{}
 	must(t, k8s.SubResource("scale").Get(ctx, pn, scale))
-	if scale.Spec.Replicas != 3 {
+	if scale.Spec.Replicas != 512 {
 		t.Fatalf("scale spec.replicas = %d", scale.Spec.Replicas)
 	}
-	must(t, k8s.SubResource("scale").Update(ctx, pn, client.WithSubResourceBody(scale)))
 	scale.Spec.Replicas = 5
-	if err := k8s.SubResource("scale").Update(ctx, pn, client.WithSubResourceBody(scale)); err == nil || !strings.Contains(err.Error(), "resharding is not supported") {
-		t.Errorf("scale 3 -> 5: got %v", err)
+	must(t, k8s.SubResource("scale").Update(ctx, pn, client.WithSubResourceBody(scale)))
+	got := pn.DeepCopy()
+	must(t, k8s.Get(ctx, client.ObjectKeyFromObject(got), got))
+	if *got.Spec.Replicas != 5 {
+		t.Errorf("replicas after scale = %d, want 5", *got.Spec.Replicas)
 	}
 }

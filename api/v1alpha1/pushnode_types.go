@@ -12,12 +12,11 @@ import (
 type PushNodeSpec struct {
 	// Replicas is the number of node pods, 1 to 512. With more than one,
 	// the uuids are split between the pods by slot (see the slot map in
-	// the status). It is fixed when the PushNode is created: moving slots
-	// between pods (resharding) is not supported yet.
+	// the status). Changing it moves slots between the pods one batch at
+	// a time (resharding); status.resharding shows the progress.
 	// +kubebuilder:default=1
 	// +kubebuilder:validation:XValidation:rule="self >= 1",message="replicas must be at least 1: a PushNode cannot run zero pods (delete it instead)"
 	// +kubebuilder:validation:XValidation:rule="self <= 512",message="replicas must be at most 512: the uuid slots are split between at most 512 pods"
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="replicas cannot change on an existing PushNode yet: resharding is not supported; create a new PushNode"
 	// +optional
 	Replicas *int32 `json:"replicas,omitempty"`
 
@@ -292,6 +291,57 @@ type PushNodeStatus struct {
 	// +kubebuilder:validation:MaxItems=512
 	// +optional
 	Pods []PushNodePodStatus `json:"pods,omitempty"`
+	// Resharding is the move of slots between pods after replicas
+	// changed, while it lasts. The operator resumes it from here after a
+	// restart.
+	// +optional
+	Resharding *ReshardingStatus `json:"resharding,omitempty"`
+}
+
+// ReshardingStatus is the progress of a change of replicas.
+type ReshardingStatus struct {
+	// FromReplicas is the number of pods that held the slots when the
+	// change began.
+	FromReplicas int32 `json:"fromReplicas"`
+	// ToReplicas is the number of pods the slots go to.
+	ToReplicas int32 `json:"toReplicas"`
+	// SlotsTotal is the number of slots that change owner.
+	SlotsTotal int32 `json:"slotsTotal"`
+	// SlotsMoved is the number of them already at their new owner.
+	SlotsMoved int32 `json:"slotsMoved"`
+	// Move is the batch of slots being moved, if any.
+	// +optional
+	Move *SlotMoveStatus `json:"move,omitempty"`
+	// StartedAt is when the change began.
+	// +optional
+	StartedAt *metav1.Time `json:"startedAt,omitempty"`
+}
+
+// SlotMoveStatus is one batch of slots going from one pod to another.
+type SlotMoveStatus struct {
+	// ID names the move at the source pod; asking again with the same ID
+	// resumes it.
+	ID string `json:"id"`
+	// Epoch is the epoch of the slot map that holds once the move is done.
+	Epoch int64 `json:"epoch"`
+	// Source is the ordinal of the pod giving the slots.
+	Source int32 `json:"source"`
+	// Target is the ordinal of the pod taking them.
+	Target int32 `json:"target"`
+	// Slots moved, e.g. "342-405".
+	Slots string `json:"slots"`
+	// Phase as the source reports it: empty until the source was asked,
+	// then streaming, handoff, committed, done or failed.
+	// +optional
+	Phase string `json:"phase,omitempty"`
+	// Error is what the source said when the move failed.
+	// +optional
+	Error string `json:"error,omitempty"`
+	// Attempts counts the times the source was asked to start the move.
+	// +optional
+	Attempts int32 `json:"attempts,omitempty"`
+	// StartedAt is when the move was recorded.
+	StartedAt metav1.Time `json:"startedAt"`
 }
 
 // SlotMapStatus is the slot map the operator hands to every pod.
@@ -301,6 +351,11 @@ type SlotMapStatus struct {
 	// Ranges give the slots From..To (inclusive) to the pod with Ordinal.
 	// +kubebuilder:validation:MaxItems=1024
 	Ranges []SlotRange `json:"ranges"`
+	// Pods is the number of pods the map gives a peer address (ordinals
+	// 0 to Pods-1). While replicas shrink, the leaving pods stay in the
+	// map, with no slots, until the last batch has moved.
+	// +optional
+	Pods int32 `json:"pods,omitempty"`
 }
 
 // SlotRange is a contiguous run of slots owned by one pod.

@@ -153,3 +153,59 @@ func TestNetworkPolicyLetsShardedPodsReachEachOther(t *testing.T) {
 }
 
 func intOrString(i int32) intstr.IntOrString { return intstr.FromInt32(i) }
+
+// While replicas shrink, the StatefulSet keeps every pod that owns slots
+// or that the recorded map still names, with its peer link, and shrinks
+// once the map no longer does; the claims of removed pods follow
+// storage.whenScaled.
+func TestStatefulSetReplicasWhileDraining(t *testing.T) {
+	ranges := func(owners ...int32) []ddpushv1.SlotRange {
+		out := make([]ddpushv1.SlotRange, len(owners))
+		per := int32(1024 / len(owners))
+		for i, o := range owners {
+			out[i] = ddpushv1.SlotRange{From: int32(i) * per, To: int32(i+1)*per - 1, Ordinal: o}
+		}
+		out[len(out)-1].To = 1023
+		return out
+	}
+	for _, tc := range []struct {
+		name    string
+		spec    int32
+		slotMap *ddpushv1.SlotMapStatus
+		rs      *ddpushv1.ReshardingStatus
+		want    int32
+		sharded bool
+	}{
+		{"new, no map", 3, nil, nil, 3, true},
+		{"one pod, no map", 1, nil, nil, 1, false},
+		{"growing: spec first", 5, &ddpushv1.SlotMapStatus{Epoch: 1, Ranges: ranges(0, 1, 2), Pods: 3}, nil, 5, true},
+		{"shrinking: pods 3 and 4 still own slots", 2, &ddpushv1.SlotMapStatus{Epoch: 4, Ranges: ranges(0, 1, 2, 3, 4), Pods: 5}, nil, 5, true},
+		{"shrinking: drained, the map still names them", 2, &ddpushv1.SlotMapStatus{Epoch: 9, Ranges: ranges(0, 1), Pods: 5}, nil, 5, true},
+		{"shrinking: final map recorded, not yet seen on the pods", 2, &ddpushv1.SlotMapStatus{Epoch: 10, Ranges: ranges(0, 1), Pods: 2},
+			&ddpushv1.ReshardingStatus{FromReplicas: 5, ToReplicas: 2}, 5, true},
+		{"shrinking: done", 2, &ddpushv1.SlotMapStatus{Epoch: 10, Ranges: ranges(0, 1), Pods: 2}, nil, 2, true},
+		{"map of an older operator, without pods", 2, &ddpushv1.SlotMapStatus{Epoch: 1, Ranges: ranges(0, 1, 2)}, nil, 3, true},
+		{"to one pod: draining", 1, &ddpushv1.SlotMapStatus{Epoch: 3, Ranges: ranges(0), Pods: 2}, nil, 2, true},
+		{"to one pod: final map", 1, &ddpushv1.SlotMapStatus{Epoch: 4, Ranges: ranges(0), Pods: 1},
+			&ddpushv1.ReshardingStatus{FromReplicas: 2, ToReplicas: 1}, 2, true},
+		{"to one pod: done", 1, &ddpushv1.SlotMapStatus{Epoch: 4, Ranges: ranges(0), Pods: 1}, nil, 1, false},
+	} {
+		pn := shardedPN(tc.spec)
+		pn.Spec.Storage.WhenScaled = ddpushv1.PVCDelete
+		pn.Status.SlotMap = tc.slotMap
+		pn.Status.Resharding = tc.rs
+		sts := buildSTS(t, pn)
+		if *sts.Spec.Replicas != tc.want || Pods(pn) != tc.want {
+			t.Errorf("%s: statefulset replicas %d, Pods %d, want %d", tc.name, *sts.Spec.Replicas, Pods(pn), tc.want)
+		}
+		if Sharded(pn) != tc.sharded {
+			t.Errorf("%s: Sharded = %v", tc.name, Sharded(pn))
+		}
+		if hasPeer := slices.Contains(container(t, sts).Args, "--peer-addr=:9977"); hasPeer != tc.sharded {
+			t.Errorf("%s: peer link on the template %v, want %v", tc.name, hasPeer, tc.sharded)
+		}
+		if p := sts.Spec.PersistentVolumeClaimRetentionPolicy; p == nil || p.WhenScaled != appsv1.DeletePersistentVolumeClaimRetentionPolicyType {
+			t.Errorf("%s: claim retention %+v", tc.name, p)
+		}
+	}
+}

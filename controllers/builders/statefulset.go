@@ -56,7 +56,7 @@ func (b *StatefulSetBuilder) Update(obj client.Object) error {
 			sts.Spec.PodManagementPolicy = appsv1.ParallelPodManagement
 		}
 	}
-	sts.Spec.Replicas = ptr.To(*s.Replicas)
+	sts.Spec.Replicas = ptr.To(Pods(b.PN))
 	sts.Spec.UpdateStrategy = appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType}
 	sts.Spec.PersistentVolumeClaimRetentionPolicy = &appsv1.StatefulSetPersistentVolumeClaimRetentionPolicy{
 		WhenDeleted: appsv1.PersistentVolumeClaimRetentionPolicyType(s.Storage.WhenDeleted),
@@ -69,9 +69,38 @@ func (b *StatefulSetBuilder) Update(obj client.Object) error {
 	return nil
 }
 
-// Sharded says whether pn's uuids are split between several pods.
+// Sharded says whether pn's uuids are split between several pods. A
+// PushNode draining to one pod stays sharded until the last slots moved:
+// its pods keep their peer links until then.
 func Sharded(pn *ddpushv1.PushNode) bool {
-	return pn.Spec.Replicas != nil && *pn.Spec.Replicas > 1
+	return Pods(pn) > 1
+}
+
+// Pods is the number of pods pn runs: spec.replicas, except while
+// replicas shrink. Pods that own slots in the recorded slot map, or that
+// the map still names, or that a resharding started from, stay until the
+// map no longer names them and the resharding is over: removing them
+// sooner would lose the slots' records, and leave the other pods
+// relaying to pods that are gone.
+func Pods(pn *ddpushv1.PushNode) int32 {
+	n := int32(1)
+	if pn.Spec.Replicas != nil && *pn.Spec.Replicas > 1 {
+		n = *pn.Spec.Replicas
+	}
+	if rs := pn.Status.Resharding; rs != nil {
+		// Until the pods that stay are seen holding the map without the
+		// others, which ends the resharding.
+		n = max(n, rs.FromReplicas, rs.ToReplicas)
+	}
+	sm := pn.Status.SlotMap
+	if sm == nil {
+		return n
+	}
+	n = max(n, sm.Pods)
+	for _, r := range sm.Ranges {
+		n = max(n, r.Ordinal+1)
+	}
+	return n
 }
 
 // PeerAddr is the peer link address of the pod with this ordinal: its
