@@ -24,6 +24,7 @@ func TestE2E(t *testing.T) {
 	t.Run("SecureMetrics", testSecureMetrics)
 	t.Run("NodePodKilled", testNodePodKilled)
 	t.Run("ShardedDelivery", testSharded)
+	t.Run("Resharding", testResharding)
 	t.Run("SettingsChangeRolls", testSettingsChange)
 	t.Run("OperatorRestartMidDelivery", testOperatorRestart)
 	t.Run("BurstWithRestarts", testBurst)
