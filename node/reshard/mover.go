@@ -76,7 +76,7 @@ const keepFinished = 64
 // state is what a pod stores of a move.
 type state struct {
 	// Seq orders moves by when this pod learnt of them.
-	Seq uint64 `json:"seq"`
+	Seq        uint64  `json:"seq"`
 	ID         string  `json:"id"`
 	Role       string  `json:"role"` // "source" or "target"
 	Phase      string  `json:"phase"`
