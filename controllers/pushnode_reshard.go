@@ -287,6 +287,16 @@ func (r *PushNodeReconciler) followMove(ctx context.Context, pn *ddpushv1.PushNo
 		} else if err != nil {
 			return pause(fmt.Sprintf("cannot read move %s at pod %s: %v", mv.ID, src.Pod, err))
 		}
+		if got.Phase == api.MoveHandoff {
+			// A source settling a handoff asks the target whether it
+			// committed; a target back on another address (pod IPs)
+			// is found only if the source is told it.
+			if tgt, terr := r.Locator.Pod(ctx, pn, int(mv.Target)); terr == nil {
+				if again, serr := c.StartMove(ctx, api.MoveRequest{ID: mv.ID, Map: apiSlotMap(next), Target: int(mv.Target), TargetURL: tgt.URL}); serr == nil {
+					got = again
+				}
+			}
+		}
 	}
 	if start {
 		tgt, err := r.Locator.Pod(ctx, pn, int(mv.Target))
