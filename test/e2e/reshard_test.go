@@ -21,7 +21,8 @@ import (
 )
 
 // testResharding scales a PushNode 1 -> 3 -> 5 -> 2 while app servers
-// push to phones and phones heartbeat: every push answered accepted
+// push to phones and phones heartbeat, deleting the operator's pod in the
+// middle of the second change: every push answered accepted
 // reaches its phone exactly once, every refused one never, every
 // PushMessage created along the way ends Delivered, and the phones keep
 // the address they were given at the start.
@@ -146,6 +147,17 @@ func testResharding(t *testing.T) {
 		kubectl(t, "-n", ns, "patch", "pushnode", "grow", "--type=merge", "-p", fmt.Sprintf(`{"spec":{"replicas":%d}}`, size))
 		time.Sleep(2 * time.Second)
 		createMessages(10)
+		if size == 5 {
+			// The operator goes away mid-resharding: the next one resumes
+			// from what the status records.
+			eventually(t, 2*time.Minute, "a move under way", func() error {
+				if got := jsonpath(t, ns, "pushnode/grow", "{.status.resharding.move.id}"); got == "" {
+					return errors.New("no move recorded yet")
+				}
+				return nil
+			})
+			kubectl(t, "-n", operatorNS, "delete", "pod", "-l", "app.kubernetes.io/name=ddpush-operator", "--wait=false")
+		}
 		waitResharded(t, ns, "grow", size, 8*time.Minute)
 		t.Logf("resharded to %d pods in %v", size, time.Since(start).Round(time.Second))
 		createMessages(10)
