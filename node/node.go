@@ -366,6 +366,10 @@ func (n *Node) Stop(ctx context.Context) error {
 // startShard makes the node one pod of a sharded PushNode: it listens for
 // the other pods and takes up the slot map it stored before a restart.
 func (n *Node) startShard(cfg Config, token string, ordinal int, reg prometheus.Registerer) error {
+	// A move's source calls the target's HTTP API, which takes the API
+	// token (every pod of a PushNode has it); the peer secret is for the
+	// peer port.
+	apiToken := token
 	if cfg.PeerTokenFile != "" {
 		var err error
 		if token, err = readSecret(cfg.PeerTokenFile, "peer token file"); err != nil {
@@ -395,7 +399,7 @@ func (n *Node) startShard(cfg Config, token string, ordinal int, reg prometheus.
 	n.core.SetRelay(r)
 	// Before anything is served: a move cut short in its handoff holds
 	// its slots until it is settled.
-	mopt := reshard.Options{Core: n.core, Router: r, Token: token, Logger: n.log, Metrics: reshard.NewMetrics(reg)}
+	mopt := reshard.Options{Core: n.core, Router: r, Token: apiToken, Logger: n.log, Metrics: reshard.NewMetrics(reg)}
 	if v := os.Getenv(MovePauseEnv); v != "" {
 		step, d, _ := strings.Cut(v, ":")
 		mopt.PauseAt = step

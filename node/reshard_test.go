@@ -63,7 +63,13 @@ func (mp *movePods) start(i int, pause string) {
 		os.Setenv(node.MovePauseEnv, pause)
 		defer os.Unsetenv(node.MovePauseEnv)
 	}
-	args := []string{"--peer-addr", "127.0.0.1:0", "--ordinal", strconv.Itoa(i)}
+	// A peer secret apart from the API token, as the operator gives its
+	// pods: the move's calls between pods take the API token.
+	peerToken := filepath.Join(filepath.Dir(mp.dirs[i]), "peer-token")
+	if err := os.WriteFile(peerToken, []byte("peer-secret-of-the-pods"), 0o600); err != nil {
+		mp.t.Fatal(err)
+	}
+	args := []string{"--peer-addr", "127.0.0.1:0", "--ordinal", strconv.Itoa(i), "--peer-token-file", peerToken}
 	if old := mp.procs[i]; old != nil {
 		args = append(args, "--client-addr", old.Client, "--push-addr", old.Push, "--http-addr", old.HTTP, "--peer-addr", old.Peer)
 	}

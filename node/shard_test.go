@@ -272,7 +272,7 @@ func TestSlotMapAPI(t *testing.T) {
 		t.Fatalf("PUT another map of the same epoch: %d %s", code, body)
 	}
 	moved, _ := slotmap.New(3, []slotmap.Range{{From: 0, To: 99, Ordinal: 1}, {From: 100, To: 1023, Ordinal: 0}}, peers)
-	if code, body := putMap(t, pod, moved); code != http.StatusConflict || !strings.Contains(body, "resharding") {
+	if code, body := putMap(t, pod, moved); code != http.StatusConflict || !strings.Contains(body, "slot move") {
 		t.Fatalf("PUT a map that moves slots: %d %s", code, body)
 	}
 	readdressed, _ := slotmap.New(3, m2.Spec().Ranges, map[int]string{0: peers[0], 1: "127.0.0.1:11"})

@@ -66,6 +66,12 @@ func (a *API) putSlotMap(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "the body must be a slot map object, not null")
 		return
 	}
+	if a.opt.Moves != nil {
+		if id := a.opt.Moves.Busy(); id != "" && !m.Equal(a.opt.Shards.Map()) {
+			writeError(w, http.StatusConflict, "slot move "+id+" of this pod runs, and ends by installing its own map: hand this map again once it is done")
+			return
+		}
+	}
 	changed, err := a.opt.Shards.Install(m, a.core.Store().PutSlotMap)
 	switch {
 	case errors.Is(err, shard.ErrEpoch), errors.Is(err, shard.ErrMovesSlots):

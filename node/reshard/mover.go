@@ -70,7 +70,8 @@ type move struct {
 }
 
 // keepFinished is how many finished moves a pod keeps the state of, for
-// GET /v1/moves/{id}; older ones are forgotten.
+// GET /v1/moves/{id}; older ones are forgotten, except the moves a target
+// committed (one per batch of slots it took, a few hundred bytes each).
 const keepFinished = 64
 
 // state is what a pod stores of a move.
@@ -144,6 +145,7 @@ func New(opt Options) (*Mover, error) {
 			// when the move runs again, or is called off.
 			m.Phase, m.Error = api.MoveFailed, "this pod restarted while it streamed the slots; start the move again"
 			_ = mv.save(m, nil)
+			mv.goCallOff(m)
 		case api.MoveHandoff:
 			opt.Router.Hold(m.set)
 			opt.Core.Fence(&m.set)
@@ -273,8 +275,9 @@ func (mv *Mover) adopt(m *move) (forget []string) {
 	mv.moves[m.ID] = m
 	var finished []*move
 	for _, o := range mv.moves {
-		if o.ID != m.ID && o.ID != mv.active && (o.Phase == api.MoveDone || o.Phase == api.MoveFailed || o.Phase == phaseAborted ||
-			(o.Role == roleTarget && o.Phase == api.MoveCommitted)) {
+		// A target keeps its committed moves: an abort of one must be
+		// refused for as long as its source may still ask.
+		if o.ID != m.ID && o.ID != mv.active && (o.Phase == api.MoveDone || o.Phase == api.MoveFailed || o.Phase == phaseAborted) {
 			finished = append(finished, o)
 		}
 	}
@@ -294,4 +297,35 @@ func (mv *Mover) forget(ids []string) {
 	if err := mv.opt.Core.Store().DeleteMoves(ids); err != nil {
 		mv.log.Warn("forget old moves", "err", err)
 	}
+}
+
+// Busy names the move this pod is the source of while it runs: the pod
+// then takes no new slot map from elsewhere, since the move ends by
+// installing its own.
+func (mv *Mover) Busy() string {
+	mv.mu.Lock()
+	defer mv.mu.Unlock()
+	return mv.active
+}
+
+// goCallOff tells, in the background, the target of a move that failed
+// here before its handoff to drop what it got: its copy would stay until
+// the next move of the slots. A few tries; the next move drops it anyway.
+func (mv *Mover) goCallOff(m *move) {
+	mv.wg.Add(1)
+	go func() {
+		defer mv.wg.Done()
+		for try := range 5 {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := mv.targetClient(m).AbortMove(ctx, m.ID)
+			cancel()
+			if err == nil {
+				return
+			}
+			mv.log.Warn("could not tell the target to drop what a move cut short sent it", "id", m.ID, "try", try+1, "err", err)
+			if !mv.sleep(time.Duration(try+1) * time.Second) {
+				return
+			}
+		}
+	}()
 }

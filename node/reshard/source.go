@@ -13,6 +13,7 @@ import (
 
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/core"
+	"github.com/ddpush/ddpush-operator/node/shard"
 	"github.com/ddpush/ddpush-operator/node/slotmap"
 	"github.com/ddpush/ddpush-operator/node/store"
 	"github.com/ddpush/ddpush-operator/node/wire"
@@ -108,6 +109,12 @@ func (mv *Mover) Start(req api.MoveRequest) (api.Move, error) {
 	m := &move{state: state{ID: req.ID, Role: roleSource, Phase: api.MoveStreaming, Source: self, Target: req.Target,
 		TargetURL: req.TargetURL, Slots: lost.String(), Epoch: nm.Epoch(), Map: mb}, set: lost, m: nm}
 	mv.mu.Lock()
+	if mv.active == req.ID {
+		// The same move, posted twice at once: the other POST started it.
+		v := mv.moves[req.ID].view()
+		mv.mu.Unlock()
+		return v, nil
+	}
 	if mv.active != "" || mv.closed {
 		mv.mu.Unlock()
 		return api.Move{}, conflictf("another move of this pod started meanwhile")
@@ -247,6 +254,11 @@ func (mv *Mover) flip(m *move, hold time.Duration) bool {
 			_, err = mv.opt.Router.InstallMoved(m.m, func(mb []byte) error {
 				return mv.opt.Core.Store().PutMove(m.ID, b, mb)
 			})
+		}
+		if errors.Is(err, shard.ErrEpoch) {
+			// A map as new as the move's came meanwhile (a pod back on
+			// another address): the move's slots go to the target in it.
+			err = mv.flipOnto(m, b)
 		}
 		if err == nil {
 			return true
@@ -447,28 +459,62 @@ func (mv *Mover) resolve(m *move) outcome {
 	for {
 		tc := mv.targetClient(m)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		got, err := tc.GetMove(ctx, m.ID)
-		var se *api.StatusError
-		switch {
-		case err == nil && got.Phase == api.MoveCommitted:
-			cancel()
-			return outcomeCommitted
-		case err == nil || (errors.As(err, &se) && se.Code == http.StatusNotFound):
-			// Not committed there: call it off, which the target
-			// refuses if a commit overtook this question.
-			_, aerr := tc.AbortMove(ctx, m.ID)
-			if aerr == nil {
-				cancel()
-				return outcomeAborted
-			}
-			err = aerr
-		}
+		o, err := mv.askTarget(ctx, tc, m)
 		cancel()
+		if err == nil {
+			return o
+		}
 		mv.log.Warn("cannot learn whether the target committed a move; its slots stay held until it answers", "id", m.ID, "target", m.Target, "err", err)
 		if !mv.sleep(time.Second) {
 			return outcomeStopped
 		}
 	}
+}
+
+// askTarget learns once whether the target committed m, and calls the
+// move off there if it did not. The target's map decides first: a target
+// that owns the slots at the move's epoch or later committed, whatever
+// it remembers of the move (it forgets old ones).
+func (mv *Mover) askTarget(ctx context.Context, tc *api.Client, m *move) (outcome, error) {
+	sm, err := tc.SlotMap(ctx)
+	if err != nil {
+		var none *api.NoSlotMapError
+		if !errors.As(err, &none) {
+			return 0, fmt.Errorf("read the target's slot map: %w", err)
+		}
+	} else if tm, err := MapOf(sm); err == nil && tm.Epoch() >= m.Epoch && ownsAll(tm, m.Target, &m.set) {
+		return outcomeCommitted, nil
+	}
+	got, err := tc.GetMove(ctx, m.ID)
+	var se *api.StatusError
+	switch {
+	case err == nil && got.Phase == api.MoveCommitted:
+		return outcomeCommitted, nil
+	case err == nil && got.Phase == phaseCommitting:
+		return 0, errors.New("the target is committing the move")
+	case err != nil && !(errors.As(err, &se) && se.Code == http.StatusNotFound):
+		return 0, err
+	}
+	// Not committed there: call it off, which the target refuses if a
+	// commit overtook this question.
+	got, err = tc.AbortMove(ctx, m.ID)
+	if err != nil {
+		return 0, err
+	}
+	if got.Phase != phaseAborted {
+		return 0, fmt.Errorf("the target answered the abort with phase %q", got.Phase)
+	}
+	return outcomeAborted, nil
+}
+
+// ownsAll reports whether ordinal owns every slot of set in m.
+func ownsAll(m slotmap.Map, ordinal int, set *slotmap.Set) bool {
+	for s := range slotmap.NumSlots {
+		if set.Has(uint16(s)) && m.Owner(uint16(s)) != ordinal {
+			return false
+		}
+	}
+	return true
 }
 
 // goResolve settles, after a restart, a move that stopped in its
@@ -539,4 +585,43 @@ func (mv *Mover) targetClient(m *move) *api.Client {
 	u := m.TargetURL
 	mv.mu.Unlock()
 	return mv.client(u)
+}
+
+// flipOnto gives the move's slots to its target in the map this pod
+// holds, which is as new as the move's or newer, at the next epoch.
+func (mv *Mover) flipOnto(m *move, state []byte) error {
+	cur := mv.opt.Router.Map()
+	next, err := reassign(cur, &m.set, m.Target, cur.Epoch()+1)
+	if err != nil {
+		return err
+	}
+	if _, ok := next.Peer(m.Target); !ok {
+		return fmt.Errorf("the map this pod holds (epoch %d) names no peer for the target, pod %d", cur.Epoch(), m.Target)
+	}
+	if ownsAll(cur, m.Target, &m.set) {
+		next = cur
+	}
+	mv.log.Warn("this pod took a newer map during the move; the moved slots go to the target in it", "id", m.ID, "epoch", next.Epoch())
+	_, err = mv.opt.Router.InstallMoved(next, func(mb []byte) error { return mv.opt.Core.Store().PutMove(m.ID, state, mb) })
+	return err
+}
+
+// reassign is m with the slots of set given to ordinal, at epoch.
+func reassign(m slotmap.Map, set *slotmap.Set, ordinal int, epoch uint64) (slotmap.Map, error) {
+	var ranges []slotmap.Range
+	for s := 0; s < slotmap.NumSlots; {
+		owner := func(s int) int {
+			if set.Has(uint16(s)) {
+				return ordinal
+			}
+			return m.Owner(uint16(s))
+		}
+		o, e := owner(s), s
+		for e+1 < slotmap.NumSlots && owner(e+1) == o {
+			e++
+		}
+		ranges = append(ranges, slotmap.Range{From: s, To: e, Ordinal: o})
+		s = e + 1
+	}
+	return slotmap.New(epoch, ranges, m.Peers())
 }

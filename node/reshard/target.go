@@ -1,17 +1,22 @@
 package reshard
 
 import (
+	"errors"
+
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/slotmap"
 	"github.com/ddpush/ddpush-operator/node/store"
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
 
-// The target's side of a move: entries are written to the store as they
-// come, and stay out of the table (this pod does not serve the slots)
-// until the commit loads them and installs the map.
+// The target's side of a move: entries are written to the store and put
+// into the table as they come, not served until the commit installs the
+// map that gives the slots here.
 
-const phaseAborted = "aborted"
+const (
+	phaseAborted    = "aborted"
+	phaseCommitting = "committing"
+)
 
 // Entries takes a batch of a move's entries.
 func (mv *Mover) Entries(id string, e *api.MoveEntries) error {
@@ -49,7 +54,7 @@ func (mv *Mover) Entries(id string, e *api.MoveEntries) error {
 	case m != nil && m.Role != roleTarget:
 		mv.mu.Unlock()
 		return conflictf("this pod is the source of move %s, not its target", id)
-	case m != nil && m.Phase == api.MoveCommitted:
+	case m != nil && (m.Phase == api.MoveCommitted || m.Phase == phaseCommitting):
 		mv.mu.Unlock()
 		return conflictf("move %s committed here already", id)
 	case m != nil && !e.First && m.Phase == phaseAborted:
@@ -79,8 +84,16 @@ func (mv *Mover) Entries(id string, e *api.MoveEntries) error {
 			return err
 		}
 	}
-	if err := mv.opt.Core.Store().Import(batch); err != nil {
+	conflicts, err := mv.opt.Core.Store().Import(batch, &set)
+	if errors.Is(err, store.ErrForeignKey) {
+		return inputf("%v", err)
+	}
+	if err != nil {
 		return err
+	}
+	if conflicts > 0 {
+		mv.log.Warn("idempotency keys of moved pushes were used here already for other uuids' pushes; those keep them, and a retry of a moved push under such a key is a new push",
+			"id", id, "keys", conflicts)
 	}
 	// Into the table too, where they wait, not served, for the commit.
 	if err := mv.opt.Core.PutRecords(batch.Records, batch.Gone); err != nil {
@@ -140,7 +153,9 @@ func entriesOf(e *api.MoveEntries, set *slotmap.Set) (*store.SlotEntries, error)
 
 // Commit has this pod, the move's target, serve its slots: the map that
 // gives them here is installed, stored with the move's new state. Their
-// records are in the table already, put there as they came.
+// records are in the table already, put there as they came. While it
+// runs the move is "committing", which an abort refuses: a move is either
+// committed here or called off, never both.
 func (mv *Mover) Commit(id string, c api.MoveCommit) (api.Move, error) {
 	mv.mu.Lock()
 	m := mv.moves[id]
@@ -156,30 +171,40 @@ func (mv *Mover) Commit(id string, c api.MoveCommit) (api.Move, error) {
 	case phaseAborted:
 		mv.mu.Unlock()
 		return api.Move{}, conflictf("move %s was called off here", id)
+	case phaseCommitting:
+		mv.mu.Unlock()
+		return api.Move{}, conflictf("a commit of move %s is under way; ask again", id)
 	}
+	m.Phase = phaseCommitting
 	mv.mu.Unlock()
+	undo := func() { mv.update(m, func(s *state) { s.Phase = api.MoveImporting }) }
+
 	nm, err := MapOf(c.Map)
 	if err != nil {
+		undo()
 		return api.Move{}, inputf("the move's map: %v", err)
 	}
 	self := mv.opt.Router.Ordinal()
 	cur := mv.opt.Router.Map()
 	gained, lost := slotmap.Gained(cur, nm, self), slotmap.Lost(cur, nm, self)
 	if gained != m.set || lost.Len() > 0 {
+		undo()
 		return api.Move{}, inputf("the map would give this pod slots %q and take %q; the move brings slots %s", gained.String(), lost.String(), m.Slots)
 	}
 	mv.attach(m)
-	mv.update(m, func(s *state) { s.Phase, s.Epoch = api.MoveCommitted, nm.Epoch() })
 	mv.mu.Lock()
-	b, err := jsonOf(&m.state)
+	stored := m.state
 	mv.mu.Unlock()
+	stored.Phase, stored.Epoch = api.MoveCommitted, nm.Epoch()
+	b, err := jsonOf(&stored)
 	if err == nil {
 		_, err = mv.opt.Router.InstallMoved(nm, func(mb []byte) error { return mv.opt.Core.Store().PutMove(id, b, mb) })
 	}
 	if err != nil {
-		mv.update(m, func(s *state) { s.Phase = api.MoveImporting })
+		undo()
 		return api.Move{}, err
 	}
+	mv.update(m, func(s *state) { s.Phase, s.Epoch = api.MoveCommitted, nm.Epoch() })
 	mv.log.Info("slots moved here", "id", id, "slots", m.Slots, "source", m.Source, "records", m.Records, "epoch", nm.Epoch())
 	mv.mu.Lock()
 	defer mv.mu.Unlock()
@@ -199,9 +224,13 @@ func (mv *Mover) Abort(id string) (api.Move, error) {
 		mv.mu.Unlock()
 		return api.Move{}, conflictf("this pod is the source of move %s, not its target", id)
 	}
-	if m.Phase == api.MoveCommitted {
+	switch m.Phase {
+	case api.MoveCommitted:
 		mv.mu.Unlock()
 		return api.Move{}, conflictf("move %s committed here already: this pod serves its slots", id)
+	case phaseCommitting:
+		mv.mu.Unlock()
+		return api.Move{}, conflictf("move %s is being committed here; ask again", id)
 	}
 	m.Phase = phaseAborted
 	mv.mu.Unlock()

@@ -110,7 +110,7 @@ func (h *hold) keep(p heldPacket) bool {
 // replay handles a packet kept by a hold that ended.
 func (r *Router) replay(p *heldPacket) {
 	if p.from != nil {
-		r.PhonePacket(p.from, &p.p)
+		r.replayRelayed(p)
 		return
 	}
 	var m wire.ClientMessage
@@ -171,6 +171,13 @@ func (r *Router) holdRelayed(from *peer.Session, p *peer.PhonePacket, u wire.UUI
 // disagree for longer pass a push to and fro only until its time runs
 // out, which every hop counts down.
 func (r *Router) pushHome(ctx context.Context, p core.PushSpec) (core.PushResult, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		// A handoff lasts milliseconds; one that waits for a target
+		// that does not answer must not keep callers for good.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, relayWait)
+		defer cancel()
+	}
 	for range 3 {
 		if !r.waitRelease(ctx, p.UUID) {
 			return core.PushResult{}, &UnreachableError{Home: r.opt.Ordinal, Err: errors.New("the uuid's slot was still being moved when the push's time ran out")}
@@ -231,4 +238,31 @@ func (r *Router) ConnOf(front int, incarnation, connID uint64) any {
 		return cs
 	}
 	return nil
+}
+
+// replayRelayed handles a packet a front relayed here during a hold. If
+// the slot stayed here it is handled as it came. If it moved, an ack goes
+// on to the new home, which would otherwise send the acked message again:
+// it travels as if from a UDP phone, since an ack needs no way back to
+// the phone and must not make the new home take this pod for the phone's
+// front. Anything else is dropped, as for a front with an older map: the
+// phone repeats it with its next heartbeat, which its front then relays
+// to the new home.
+func (r *Router) replayRelayed(p *heldPacket) {
+	var m wire.ClientMessage
+	if wire.DecodeClient(p.p.Raw, &m) != nil || r.Local(m.UUID) {
+		r.PhonePacket(p.from, &p.p)
+		return
+	}
+	home, _ := r.Home(m.UUID)
+	l := r.link(home)
+	if m.Cmd == wire.CmdHeartbeat || m.Cmd == wire.CmdReset || l == nil {
+		r.opt.Core.Stats().Drop(stats.DropNotHome)
+		return
+	}
+	fwd := peer.PhonePacket{Arrival: p.p.Arrival, Raw: p.p.Raw, Route: peer.Route{Transport: peer.UDP, Addr: p.p.Addr}}
+	if p.p.Transport == peer.TCP || !fwd.Addr.IsValid() {
+		fwd.Addr = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+	}
+	_ = l.SendPhonePacket(&fwd)
 }

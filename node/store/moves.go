@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	bolt "go.etcd.io/bbolt"
@@ -169,10 +170,18 @@ func (s *Store) PushEntries(ids []uint64) (SlotEntries, error) {
 	return e, nil
 }
 
-// Import writes entries copied from another pod's store, in one
-// transaction: records replace what is there, Gone records are deleted.
-func (s *Store) Import(e *SlotEntries) error {
-	err := s.update("import", func(tx *bolt.Tx) error {
+// ErrForeignKey is an imported idempotency key that does not name a push
+// of the imported slots.
+var ErrForeignKey = errors.New("idempotency key of a push outside the slots")
+
+// Import writes entries copied from another pod's store for the slots in
+// set, in one transaction: records replace what is there, Gone records
+// are deleted. A key must name a push of those slots (else nothing is
+// written: ErrForeignKey); a key this pod holds already for another push
+// (the same key used for uuids of two pods) stays as it is, and conflicts
+// counts those.
+func (s *Store) Import(e *SlotEntries, set *slotmap.Set) (conflicts int, err error) {
+	err = s.update("import", func(tx *bolt.Tx) error {
 		cl, pb, kb := tx.Bucket(bucketClients), tx.Bucket(bucketPushes), tx.Bucket(bucketKeys)
 		for _, kv := range e.Records {
 			if len(kv.K) != wire.UUIDLen {
@@ -199,6 +208,14 @@ func (s *Store) Import(e *SlotEntries) error {
 			if len(kv.V) != 8 || len(kv.K) == 0 {
 				return fmt.Errorf("bad idempotency key entry")
 			}
+			p := pb.Get(kv.V)
+			if len(p) < 17 || !set.HasUUID(wire.UUID(p[1:17])) {
+				return fmt.Errorf("%w: key %q names push %d", ErrForeignKey, kv.K, getU64(kv.V, 0))
+			}
+			if had := kb.Get(kv.K); had != nil && !bytes.Equal(had, kv.V) {
+				conflicts++
+				continue
+			}
 			if err := kb.Put(kv.K, kv.V); err != nil {
 				return err
 			}
@@ -206,9 +223,9 @@ func (s *Store) Import(e *SlotEntries) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("import %d entries into %s: %w", e.Len(), s.path, err)
+		return 0, fmt.Errorf("import %d entries into %s: %w", e.Len(), s.path, err)
 	}
-	return nil
+	return conflicts, nil
 }
 
 // DeleteSlots deletes up to limit records, and the pushes (with their

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"errors"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -151,8 +152,8 @@ func TestSlotPushesAndDeleteSlots(t *testing.T) {
 	}
 	dst := openT(t, t.TempDir())
 	defer dst.Close()
-	if err := dst.Import(&e); err != nil {
-		t.Fatal(err)
+	if n, err := dst.Import(&e, &set); err != nil || n != 0 {
+		t.Fatal(n, err)
 	}
 	for slot, us := range by {
 		for _, u := range us {
@@ -212,7 +213,8 @@ func TestNextPushIDIgnoresMovedIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := Push{ID: foreign, UUID: u(2), Kind: state.General}
-	if err := s.Import(&SlotEntries{Pushes: []KV{{K: binary.BigEndian.AppendUint64(nil, foreign), V: p.appendBinary(nil)}}}); err != nil {
+	all := setOf([2]int{0, 1023})
+	if _, err := s.Import(&SlotEntries{Pushes: []KV{{K: binary.BigEndian.AppendUint64(nil, foreign), V: p.appendBinary(nil)}}}, &all); err != nil {
 		t.Fatal(err)
 	}
 	c, err := s.Load(func(wire.UUID, []byte) error { return nil })
@@ -223,4 +225,37 @@ func TestNextPushIDIgnoresMovedIDs(t *testing.T) {
 		t.Fatalf("next push id %d, want %d (the moved push has id %d)", c.NextPushID, own+1, foreign)
 	}
 	s.Close()
+}
+
+// TestImportKeys: a key must name a push of the imported slots, or
+// nothing of the batch is written; a key this pod holds for another push
+// stays.
+func TestImportKeys(t *testing.T) {
+	s := openT(t, t.TempDir())
+	defer s.Close()
+	set := setOf([2]int{5, 5})
+	in, out := uuidIn(5, 1, 1), uuidIn(6, 1, 2)
+	own := Push{ID: 1, UUID: out, Kind: state.General, Key: "shared"}
+	if err := s.Commit(&Batch{Pushes: []Push{own}, NextPushID: 2}); err != nil {
+		t.Fatal(err)
+	}
+	moved := Push{ID: 900, UUID: in, Kind: state.General, Key: "shared"}
+	id := binary.BigEndian.AppendUint64(nil, 900)
+	pushKV := KV{K: id, V: moved.appendBinary(nil)}
+	// A key naming a push outside the slots (this pod's own).
+	_, err := s.Import(&SlotEntries{Pushes: []KV{pushKV}, Keys: []KV{{K: []byte("other"), V: binary.BigEndian.AppendUint64(nil, 1)}}}, &set)
+	if !errors.Is(err, ErrForeignKey) {
+		t.Fatalf("foreign key: %v", err)
+	}
+	if _, ok, _ := s.GetPush(900); ok {
+		t.Fatal("a refused batch wrote its push")
+	}
+	// The same key as this pod's own push: this pod's stays.
+	n, err := s.Import(&SlotEntries{Pushes: []KV{pushKV}, Keys: []KV{{K: []byte("shared"), V: id}}}, &set)
+	if err != nil || n != 1 {
+		t.Fatalf("conflicting key: %d %v", n, err)
+	}
+	if p, ok, _ := s.PushByKey("shared"); !ok || p.ID != 1 {
+		t.Fatalf("key now names %+v", p)
+	}
 }
