@@ -95,7 +95,8 @@ func (f *Followers) highestOpenPushID(ctx context.Context, l *follower, inc stri
 	var high uint64
 	for i := range list.Items {
 		st := &list.Items[i].Status
-		if st.Phase.Finished() || (st.NodeIncarnation != "" && st.NodeIncarnation != inc) || PushOrdinal(pn, &list.Items[i]) != l.key.ordinal {
+		moved, _ := movedAway(pn, &list.Items[i])
+		if st.Phase.Finished() || (!moved && st.NodeIncarnation != "" && st.NodeIncarnation != inc) || PushOrdinal(pn, &list.Items[i]) != l.key.ordinal {
 			continue
 		}
 		high = max(high, uint64(st.PushID))

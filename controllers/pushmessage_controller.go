@@ -182,7 +182,7 @@ func (r *PushMessageReconciler) advance(ctx context.Context, pm *ddpushv1.PushMe
 			holder = &pn
 		}
 		if f, known, _, _ := r.Followers.Lookup(node, PushOrdinal(holder, pm), string(pm.UID)); known {
-			r.applyFate(pm, f)
+			r.applyFate(pm, holder, f)
 		}
 		if st.Phase.Finished() {
 			return ctrl.Result{}, nil
@@ -253,7 +253,7 @@ func (r *PushMessageReconciler) follow(ctx context.Context, pm *ddpushv1.PushMes
 	uid := string(pm.UID)
 	f, known, resync, following := r.Followers.Lookup(node, PushOrdinal(pn, pm), uid)
 	if known {
-		r.applyFate(pm, f)
+		r.applyFate(pm, pn, f)
 	}
 	if !following || !resync || pm.Status.Phase.Finished() {
 		return ctrl.Result{}, nil
@@ -272,7 +272,7 @@ func (r *PushMessageReconciler) follow(ctx context.Context, pm *ddpushv1.PushMes
 		return ctrl.Result{RequeueAfter: backoff(3)}, nil
 	}
 	r.Followers.Synced(node, PushOrdinal(pn, pm), uid)
-	r.applyPush(pm, &p)
+	r.applyPush(pm, pn, &p)
 	return ctrl.Result{}, nil
 }
 

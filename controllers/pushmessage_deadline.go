@@ -81,7 +81,7 @@ func (r *PushMessageReconciler) failPastDeadline(ctx context.Context, pm *ddpush
 			}
 			return ctrl.Result{RequeueAfter: backoff(3)}, false
 		}
-		r.applyPush(pm, &p)
+		r.applyPush(pm, pn, &p)
 		if pm.Status.Phase.Finished() {
 			return ctrl.Result{}, true
 		}

@@ -9,6 +9,7 @@ import (
 
 	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
 	"github.com/ddpush/ddpush-operator/node/api"
+	"github.com/ddpush/ddpush-operator/node/slotmap"
 )
 
 // ReasonNodeStoreReplaced fails a message whose push the node no longer
@@ -38,7 +39,7 @@ func targetOf(pm *ddpushv1.PushMessage) string {
 // mismatch says why push p, as a node answered it, is not this message's
 // push, or "" when it is: it must carry the message's idempotency key (its
 // UID), go to its target, and come from the store that accepted it.
-func mismatch(pm *ddpushv1.PushMessage, p *api.Push) string {
+func mismatch(pm *ddpushv1.PushMessage, p *api.Push, moved bool) string {
 	st := &pm.Status
 	want := targetOf(pm)
 	switch {
@@ -46,7 +47,9 @@ func mismatch(pm *ddpushv1.PushMessage, p *api.Push) string {
 		return fmt.Sprintf("push %d on the node carries idempotency key %q, not this message's UID %s: it is another push", p.ID, p.Key, pm.UID)
 	case !strings.EqualFold(p.UUID, want):
 		return fmt.Sprintf("push %d on the node goes to uuid %s, not to %s: it is another push", p.ID, p.UUID, want)
-	case st.NodeIncarnation != "" && p.Incarnation != st.NodeIncarnation:
+	case moved && p.ID != uint64(st.PushID):
+		return fmt.Sprintf("push %d at the uuid's home is not push %d, which %s accepted", p.ID, st.PushID, st.NodePod)
+	case !moved && st.NodeIncarnation != "" && p.Incarnation != st.NodeIncarnation:
 		return fmt.Sprintf("the node's store is now incarnation %q, not %q, which accepted push %d", p.Incarnation, st.NodeIncarnation, p.ID)
 	}
 	return ""
@@ -55,10 +58,16 @@ func mismatch(pm *ddpushv1.PushMessage, p *api.Push) string {
 // applyPush applies what the node answered about the message's push (its
 // submission, or a lookup by id) once the answer is proven to be about
 // that push; otherwise the message fails with NodeStoreReplaced.
-func (r *PushMessageReconciler) applyPush(pm *ddpushv1.PushMessage, p *api.Push) {
-	if why := mismatch(pm, p); why != "" {
+func (r *PushMessageReconciler) applyPush(pm *ddpushv1.PushMessage, pn *ddpushv1.PushNode, p *api.Push) {
+	moved, home := movedAway(pn, pm)
+	if why := mismatch(pm, p, moved); why != "" {
 		r.finish(pm, ddpushv1.PhaseFailed, ReasonNodeStoreReplaced, why+storeReplacedTail)
 		return
+	}
+	if moved {
+		// The push went with its slot to another pod, keeping its id and
+		// key: that pod's store holds it from now on.
+		pm.Status.NodePod, pm.Status.NodeIncarnation = PodName(pn, home), p.Incarnation
 	}
 	if pm.Status.NodeIncarnation == "" {
 		// Submitted before the operator recorded incarnations: the key
@@ -75,11 +84,16 @@ func (r *PushMessageReconciler) applyPush(pm *ddpushv1.PushMessage, p *api.Push)
 // another store (a submission repeated after the first store was
 // replaced); it is skipped, not failed on: the message's own lookup, which
 // every store replacement triggers, decides.
-func (r *PushMessageReconciler) applyFate(pm *ddpushv1.PushMessage, f Fate) {
+func (r *PushMessageReconciler) applyFate(pm *ddpushv1.PushMessage, pn *ddpushv1.PushNode, f Fate) {
 	st := &pm.Status
+	moved, home := movedAway(pn, pm)
 	if f.PushID != uint64(st.PushID) || !strings.EqualFold(f.UUID, targetOf(pm)) ||
-		(st.NodeIncarnation != "" && f.Incarnation != st.NodeIncarnation) {
+		(!moved && st.NodeIncarnation != "" && f.Incarnation != st.NodeIncarnation) {
 		return
+	}
+	if moved && f.Incarnation != "" {
+		// Events come from the home's log: the push moved there.
+		st.NodePod, st.NodeIncarnation = PodName(pn, home), f.Incarnation
 	}
 	r.apply(pm, f.Fate, optTime(f.SentAt), optTime(f.FinishedAt))
 }
@@ -100,4 +114,19 @@ func (r *PushMessageReconciler) pushNotFound(ctx context.Context, c *api.Client,
 	}
 	r.finish(pm, ddpushv1.PhaseFailed, "PushLost", fmt.Sprintf(
 		"the node no longer knows push %d (its data was lost or the push was trimmed)", id))
+}
+
+// movedAway reports whether pm's push now lives at another pod than the
+// one its status names (a slot move took it to home), in which case that
+// pod's store, not the recorded incarnation, holds it.
+func movedAway(pn *ddpushv1.PushNode, pm *ddpushv1.PushMessage) (bool, int) {
+	if pn == nil || pm.Status.PushID == 0 || pm.Status.NodePod == "" {
+		return false, 0
+	}
+	home := PushOrdinal(pn, pm)
+	was, ok := slotmap.OrdinalFromPodName(pm.Status.NodePod)
+	if !ok {
+		was = acceptedOrdinal(pm)
+	}
+	return home != was, home
 }

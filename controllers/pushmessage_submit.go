@@ -93,12 +93,12 @@ func (r *PushMessageReconciler) submit(ctx context.Context, pm *ddpushv1.PushMes
 	// No Submitted condition: pushId and submittedAt say it, and a
 	// condition on every message costs every status write.
 	st.Reason, st.Message = "Submitted", fmt.Sprintf("accepted by %s as push %d", ep.Pod, p.ID)
-	r.applyPush(pm, &p)
+	r.applyPush(pm, pn, &p)
 	// The submit answer already says what the node knew at that moment.
 	node := types.NamespacedName{Namespace: pm.Namespace, Name: pn.Name}
 	r.Followers.Synced(node, PushOrdinal(pn, pm), string(pm.UID))
 	if f, known, _, _ := r.Followers.Lookup(node, PushOrdinal(pn, pm), string(pm.UID)); known {
-		r.applyFate(pm, f)
+		r.applyFate(pm, pn, f)
 	}
 	return ctrl.Result{}, nil
 }

@@ -11,9 +11,11 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
+	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
 	"github.com/ddpush/ddpush-operator/controllers"
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/wire"
@@ -55,6 +57,38 @@ func TestReshardMovesRecordsBetweenRealPods(t *testing.T) {
 		}
 	}
 
+	// PushMessages to offline phones, accepted before the moves: they
+	// stay Queued at whichever pod their uuid's slot goes to.
+	const messages = 12
+	for i := range messages {
+		pm := &ddpushv1.PushMessage{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: fmt.Sprintf("queued-%d", i)},
+			Spec: ddpushv1.PushMessageSpec{PushNodeName: f.name, UserID: fmt.Sprintf("offline-%d", i), Kind: ddpushv1.KindGeneral}}
+		must(t, k8s.Create(ctx, pm))
+	}
+	for i := range messages {
+		waitPhase(t, f.ns, fmt.Sprintf("queued-%d", i), ddpushv1.PhaseQueued)
+	}
+	// Every message is still Queued, followed at its uuid's home of the
+	// moment (nothing mistakes the move for a replaced store), and a
+	// phone that comes online at that home gets its message: Delivered.
+	checkMessages := func(n int) {
+		t.Helper()
+		pn := f.pn(t)
+		eventually(t, 60*time.Second, "messages followed at their new homes", func() error {
+			for i := range messages {
+				pm := getPM(t, f.ns, fmt.Sprintf("queued-%d", i))
+				home := controllers.PushOrdinal(pn, pm)
+				if pm.Status.Phase != ddpushv1.PhaseQueued && pm.Status.Phase != ddpushv1.PhaseDelivered {
+					t.Fatalf("%s: %s %s: %s", pm.Name, pm.Status.Phase, pm.Status.Reason, pm.Status.Message)
+				}
+				if home >= n {
+					return fmt.Errorf("%s: home %d of %d pods", pm.Name, home, n)
+				}
+			}
+			return nil
+		})
+	}
+
 	scale := func(n int) {
 		pn := f.pn(t)
 		pn.Spec.Replicas = ptr.To(int32(n))
@@ -87,8 +121,8 @@ func TestReshardMovesRecordsBetweenRealPods(t *testing.T) {
 			}
 			total += st.Records
 		}
-		if total != records {
-			t.Errorf("the pods hold %d records together, want %d", total, records)
+		if total != records+messages {
+			t.Errorf("the pods hold %d records together, want %d (and %d of the messages' phones)", total, records+messages, messages)
 		}
 		for _, u := range uuids[:200] {
 			c, err := c0.Client(ctx, u)
@@ -113,10 +147,22 @@ func TestReshardMovesRecordsBetweenRealPods(t *testing.T) {
 	f.start(t, 2, "data-2")
 	waitDone(3)
 	check(3)
+	checkMessages(3)
 
 	scale(2)
 	waitDone(2)
 	check(2)
+	checkMessages(2)
+	// The phone of one of them comes online at its home after the moves.
+	pm := getPM(t, f.ns, "queued-0")
+	home := controllers.PushOrdinal(f.pn(t), pm)
+	ph := f.phoneOn(t, home, "offline-0")
+	ph.AutoAck = true
+	must(t, ph.Heartbeat())
+	waitPhase(t, f.ns, "queued-0", ddpushv1.PhaseDelivered)
+	if got := getPM(t, f.ns, "queued-0"); got.Status.NodePod != fmt.Sprintf("%s-%d", f.name, home) {
+		t.Errorf("queued-0 delivered at home %d, status names %s", home, got.Status.NodePod)
+	}
 	eventually(t, 30*time.Second, "every pod holds the final map", func() error {
 		pn := f.pn(t)
 		for i := range 2 {
