@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -292,7 +291,7 @@ func (r *PushNodeReconciler) followMove(ctx context.Context, pn *ddpushv1.PushNo
 			// committed; a target back on another address (pod IPs)
 			// is found only if the source is told it.
 			if tgt, terr := r.Locator.Pod(ctx, pn, int(mv.Target)); terr == nil {
-				if again, serr := c.StartMove(ctx, api.MoveRequest{ID: mv.ID, Map: apiSlotMap(next), Target: int(mv.Target), TargetURL: tgt.URL}); serr == nil {
+				if again, serr := c.StartMove(ctx, api.MoveRequest{ID: mv.ID, Map: api.FromMap(next), Target: int(mv.Target), TargetURL: tgt.URL}); serr == nil {
 					got = again
 				}
 			}
@@ -304,7 +303,7 @@ func (r *PushNodeReconciler) followMove(ctx context.Context, pn *ddpushv1.PushNo
 			return pause(fmt.Sprintf("the target pod: %v", err))
 		}
 		mv.Attempts++
-		got, err = c.StartMove(ctx, api.MoveRequest{ID: mv.ID, Map: apiSlotMap(next), Target: int(mv.Target), TargetURL: tgt.URL})
+		got, err = c.StartMove(ctx, api.MoveRequest{ID: mv.ID, Map: api.FromMap(next), Target: int(mv.Target), TargetURL: tgt.URL})
 		if err != nil {
 			mv.Phase, mv.Error = api.MoveFailed, err.Error()
 			return next, fmt.Sprintf("pod %s did not start move %s: %v", src.Pod, mv.ID, err), true, moveBackoff(mv.Attempts)
@@ -337,19 +336,6 @@ func moveBackoff(attempts int32) time.Duration {
 		d *= 2
 	}
 	return min(d, reshardMaxBackoff)
-}
-
-// apiSlotMap is m as the node API carries it.
-func apiSlotMap(m slotmap.Map) api.SlotMap {
-	sp := m.Spec()
-	out := api.SlotMap{Epoch: sp.Epoch, Ranges: make([]api.SlotRange, len(sp.Ranges)), Peers: make(map[string]string, len(sp.Peers))}
-	for i, r := range sp.Ranges {
-		out.Ranges[i] = api.SlotRange{From: r.From, To: r.To, Ordinal: r.Ordinal}
-	}
-	for o, a := range sp.Peers {
-		out.Peers[strconv.Itoa(o)] = a
-	}
-	return out
 }
 
 // notResharding is the Resharding condition of a PushNode whose slots

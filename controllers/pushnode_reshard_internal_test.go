@@ -95,7 +95,7 @@ func TestRecordedMap(t *testing.T) {
 	if _, pods, err := recordedMap(st, peer); err != nil || pods != 3 {
 		t.Errorf("without pods: %d %v", pods, err)
 	}
-	if got := apiSlotMap(even); got.Epoch != 2 || len(got.Ranges) != 3 || got.Peers["4"] != testPeer(4) {
+	if got := api.FromMap(even); got.Epoch != 2 || len(got.Ranges) != 3 || got.Peers["4"] != testPeer(4) {
 		t.Errorf("api form %+v", got)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -303,19 +302,7 @@ func heldSlotMap(ctx context.Context, c *api.Client) (slotmap.Map, int, error) {
 	if err != nil {
 		return slotmap.Map{}, 0, err
 	}
-	ranges := make([]slotmap.Range, len(sm.Ranges))
-	for i, r := range sm.Ranges {
-		ranges[i] = slotmap.Range{From: r.From, To: r.To, Ordinal: r.Ordinal}
-	}
-	peers := make(map[int]string, len(sm.Peers))
-	for k, a := range sm.Peers {
-		o, err := strconv.Atoi(k)
-		if err != nil {
-			return slotmap.Map{}, 0, fmt.Errorf("the pod's slot map names peer %q, not an ordinal", k)
-		}
-		peers[o] = a
-	}
-	m, err := slotmap.New(sm.Epoch, ranges, peers)
+	m, err := api.MapOf(sm)
 	if err != nil {
 		return slotmap.Map{}, 0, fmt.Errorf("the pod holds a slot map the operator cannot read: %w", err)
 	}

@@ -10,7 +10,6 @@ import (
 	"github.com/ddpush/ddpush-operator/node"
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/nodetest"
-	"github.com/ddpush/ddpush-operator/node/reshard"
 	"github.com/ddpush/ddpush-operator/node/slotmap"
 )
 
@@ -30,9 +29,9 @@ func TestMoveRequestsRefusedClearly(t *testing.T) {
 	good, _ := slotmap.New(2, []slotmap.Range{{From: 0, To: 99, Ordinal: 1}, {From: 100, To: 511, Ordinal: 0}, {From: 512, To: 1023, Ordinal: 1}}, peers)
 	others, _ := slotmap.New(2, []slotmap.Range{{From: 0, To: 511, Ordinal: 0}, {From: 512, To: 600, Ordinal: 2}, {From: 601, To: 1023, Ordinal: 1}}, peers)
 	twoTargets, _ := slotmap.New(2, []slotmap.Range{{From: 0, To: 9, Ordinal: 1}, {From: 10, To: 19, Ordinal: 2}, {From: 20, To: 511, Ordinal: 0}, {From: 512, To: 1023, Ordinal: 1}}, peers)
-	noPeer := reshard.APIMap(good)
+	noPeer := api.FromMap(good)
 	delete(noPeer.Peers, "1")
-	old := reshard.APIMap(good)
+	old := api.FromMap(good)
 	old.Epoch = 1
 	cases := []struct {
 		name string
@@ -40,17 +39,17 @@ func TestMoveRequestsRefusedClearly(t *testing.T) {
 		code int
 		want string
 	}{
-		{"empty id", api.MoveRequest{Map: reshard.APIMap(good), Target: 1, TargetURL: url1}, 400, "move id"},
-		{"id with a slash", api.MoveRequest{ID: "a/b", Map: reshard.APIMap(good), Target: 1, TargetURL: url1}, 400, "move id"},
-		{"long id", api.MoveRequest{ID: strings.Repeat("a", 129), Map: reshard.APIMap(good), Target: 1, TargetURL: url1}, 400, "move id"},
+		{"empty id", api.MoveRequest{Map: api.FromMap(good), Target: 1, TargetURL: url1}, 400, "move id"},
+		{"id with a slash", api.MoveRequest{ID: "a/b", Map: api.FromMap(good), Target: 1, TargetURL: url1}, 400, "move id"},
+		{"long id", api.MoveRequest{ID: strings.Repeat("a", 129), Map: api.FromMap(good), Target: 1, TargetURL: url1}, 400, "move id"},
 		{"no map", api.MoveRequest{ID: "m", Target: 1, TargetURL: url1}, 400, "map"},
-		{"target is self", api.MoveRequest{ID: "m", Map: reshard.APIMap(good), Target: 0, TargetURL: url1}, 400, "another pod"},
-		{"target out of range", api.MoveRequest{ID: "m", Map: reshard.APIMap(good), Target: 512, TargetURL: url1}, 400, "ordinal"},
+		{"target is self", api.MoveRequest{ID: "m", Map: api.FromMap(good), Target: 0, TargetURL: url1}, 400, "another pod"},
+		{"target out of range", api.MoveRequest{ID: "m", Map: api.FromMap(good), Target: 512, TargetURL: url1}, 400, "ordinal"},
 		{"no peer for the target", api.MoveRequest{ID: "m", Map: noPeer, Target: 1, TargetURL: url1}, 400, "peer"},
 		{"old epoch", api.MoveRequest{ID: "m", Map: old, Target: 1, TargetURL: url1}, 409, "epoch"},
-		{"gives nothing away", api.MoveRequest{ID: "m", Map: reshard.APIMap(others), Target: 1, TargetURL: url1}, 400, "none of this pod's slots"},
-		{"two targets", api.MoveRequest{ID: "m", Map: reshard.APIMap(twoTargets), Target: 1, TargetURL: url1}, 400, "one source and one target"},
-		{"bad target url", api.MoveRequest{ID: "m", Map: reshard.APIMap(good), Target: 1, TargetURL: "pod-1:8080"}, 400, "targetURL"},
+		{"gives nothing away", api.MoveRequest{ID: "m", Map: api.FromMap(others), Target: 1, TargetURL: url1}, 400, "none of this pod's slots"},
+		{"two targets", api.MoveRequest{ID: "m", Map: api.FromMap(twoTargets), Target: 1, TargetURL: url1}, 400, "one source and one target"},
+		{"bad target url", api.MoveRequest{ID: "m", Map: api.FromMap(good), Target: 1, TargetURL: "pod-1:8080"}, 400, "targetURL"},
 	}
 	for _, tc := range cases {
 		_, err := pods[0].API.StartMove(ctx, tc.req)
@@ -87,7 +86,7 @@ func TestMoveRequestsRefusedClearly(t *testing.T) {
 	if err := pods[1].API.SendMoveEntries(ctx, "x", e); !isStatus(err, http.StatusBadRequest) {
 		t.Errorf("a record with a short key: %v", err)
 	}
-	if _, err := pods[1].API.CommitMove(ctx, "unknown", api.MoveCommit{Map: reshard.APIMap(good)}); !isStatus(err, http.StatusConflict) {
+	if _, err := pods[1].API.CommitMove(ctx, "unknown", api.MoveCommit{Map: api.FromMap(good)}); !isStatus(err, http.StatusConflict) {
 		t.Errorf("commit of an unknown move: %v", err)
 	}
 
@@ -108,7 +107,7 @@ func TestMoveRequestsRefusedClearly(t *testing.T) {
 
 	// A whole node takes no moves.
 	whole := nodetest.Start(t, nil)
-	if _, err := whole.API.StartMove(ctx, api.MoveRequest{ID: "m", Map: reshard.APIMap(good), Target: 1, TargetURL: url1}); !isStatus(err, http.StatusConflict) {
+	if _, err := whole.API.StartMove(ctx, api.MoveRequest{ID: "m", Map: api.FromMap(good), Target: 1, TargetURL: url1}); !isStatus(err, http.StatusConflict) {
 		t.Errorf("a move at a node without --peer-addr: %v", err)
 	}
 }

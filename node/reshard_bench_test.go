@@ -14,7 +14,6 @@ import (
 	"github.com/ddpush/ddpush-operator/node"
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/nodetest"
-	"github.com/ddpush/ddpush-operator/node/reshard"
 	"github.com/ddpush/ddpush-operator/node/slotmap"
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
@@ -107,7 +106,7 @@ func BenchmarkSlotMove(b *testing.B) {
 		next, _ := slotmap.New(epoch, ranges, peers)
 		id := "bench-" + strconv.FormatUint(epoch, 10)
 		start := time.Now()
-		if _, err := pods[src].API.StartMove(ctx, api.MoveRequest{ID: id, Map: reshard.APIMap(next), Target: dst, TargetURL: "http://" + pods[dst].HTTPAddr().String()}); err != nil {
+		if _, err := pods[src].API.StartMove(ctx, api.MoveRequest{ID: id, Map: api.FromMap(next), Target: dst, TargetURL: "http://" + pods[dst].HTTPAddr().String()}); err != nil {
 			b.Fatal(err)
 		}
 		var mv api.Move

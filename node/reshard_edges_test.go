@@ -18,7 +18,6 @@ import (
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/nodetest"
 	"github.com/ddpush/ddpush-operator/node/phone"
-	"github.com/ddpush/ddpush-operator/node/reshard"
 	"github.com/ddpush/ddpush-operator/node/slotmap"
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
@@ -65,7 +64,7 @@ func TestSlotMapPutDuringMoveDoesNotWedgeIt(t *testing.T) {
 	t.Setenv(node.MovePauseEnv, "stream:1500ms")
 	pods, peers, _, m2 := twoPodsAllOnZero(t)
 	ctx := context.Background()
-	if _, err := pods[0].API.StartMove(ctx, api.MoveRequest{ID: "wedge", Map: reshard.APIMap(m2), Target: 1,
+	if _, err := pods[0].API.StartMove(ctx, api.MoveRequest{ID: "wedge", Map: api.FromMap(m2), Target: 1,
 		TargetURL: "http://" + pods[1].HTTPAddr().String()}); err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +141,7 @@ func TestAbortDuringCommitNeverBothSucceed(t *testing.T) {
 	done := make(chan struct{})
 	wg.Go(func() {
 		defer close(done)
-		committed, commitErr = pods[1].API.CommitMove(ctx, id, api.MoveCommit{Map: reshard.APIMap(m2)})
+		committed, commitErr = pods[1].API.CommitMove(ctx, id, api.MoveCommit{Map: api.FromMap(m2)})
 	})
 	time.Sleep(2 * time.Millisecond)
 	var abortOK bool
@@ -216,7 +215,7 @@ func ackInHandoff(t *testing.T, front int) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pods[0].API.StartMove(ctx, api.MoveRequest{ID: "ack", Map: reshard.APIMap(m2), Target: 1,
+	if _, err := pods[0].API.StartMove(ctx, api.MoveRequest{ID: "ack", Map: api.FromMap(m2), Target: 1,
 		TargetURL: "http://" + pods[1].HTTPAddr().String()}); err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +271,7 @@ func dialPhone(t *testing.T, network string, at *nodetest.Node, u wire.UUID) *ph
 func TestTargetNeverAbortsACommittedMove(t *testing.T) {
 	pods, _, _, m2 := twoPodsAllOnZero(t)
 	ctx := context.Background()
-	if _, err := pods[0].API.StartMove(ctx, api.MoveRequest{ID: "real", Map: reshard.APIMap(m2), Target: 1,
+	if _, err := pods[0].API.StartMove(ctx, api.MoveRequest{ID: "real", Map: api.FromMap(m2), Target: 1,
 		TargetURL: "http://" + pods[1].HTTPAddr().String()}); err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +325,7 @@ func TestMovedKeyKeepsTargetsOwnKey(t *testing.T) {
 	if _, err := pods[0].API.Push(ctx, api.PushRequest{UUID: a.String(), Kind: "custom", Data: "p", Key: "order-1"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pods[0].API.StartMove(ctx, api.MoveRequest{ID: "keys", Map: reshard.APIMap(m2), Target: 1,
+	if _, err := pods[0].API.StartMove(ctx, api.MoveRequest{ID: "keys", Map: api.FromMap(m2), Target: 1,
 		TargetURL: "http://" + pods[1].HTTPAddr().String()}); err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +350,7 @@ func TestPushToHeldSlotIsRefusedInTime(t *testing.T) {
 	t.Setenv(node.MovePauseEnv, "commit:1s")
 	pods, _, _, m2 := twoPodsAllOnZero(t)
 	ctx := context.Background()
-	if _, err := pods[0].API.StartMove(ctx, api.MoveRequest{ID: "held", Map: reshard.APIMap(m2), Target: 1,
+	if _, err := pods[0].API.StartMove(ctx, api.MoveRequest{ID: "held", Map: api.FromMap(m2), Target: 1,
 		TargetURL: "http://" + pods[1].HTTPAddr().String()}); err != nil {
 		t.Fatal(err)
 	}
@@ -415,7 +414,7 @@ func TestSameMovePostedTwiceAtOnce(t *testing.T) {
 	t.Setenv(node.MovePauseEnv, "stream:500ms")
 	pods, _, _, m2 := twoPodsAllOnZero(t)
 	ctx := context.Background()
-	req := api.MoveRequest{ID: "twice", Map: reshard.APIMap(m2), Target: 1, TargetURL: "http://" + pods[1].HTTPAddr().String()}
+	req := api.MoveRequest{ID: "twice", Map: api.FromMap(m2), Target: 1, TargetURL: "http://" + pods[1].HTTPAddr().String()}
 	var wg sync.WaitGroup
 	errs := make([]error, 8)
 	start := make(chan struct{})

@@ -14,7 +14,6 @@ import (
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/nodetest"
 	"github.com/ddpush/ddpush-operator/node/phone"
-	"github.com/ddpush/ddpush-operator/node/reshard"
 	"github.com/ddpush/ddpush-operator/node/slotmap"
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
@@ -130,7 +129,7 @@ func TestSlotMovesInProcess(t *testing.T) {
 
 	move := func(id string, src, dst int, to slotmap.Map) {
 		t.Helper()
-		_, err := pods[src].API.StartMove(ctx, api.MoveRequest{ID: id, Map: reshard.APIMap(to), Target: dst, TargetURL: "http://" + pods[dst].HTTPAddr().String()})
+		_, err := pods[src].API.StartMove(ctx, api.MoveRequest{ID: id, Map: api.FromMap(to), Target: dst, TargetURL: "http://" + pods[dst].HTTPAddr().String()})
 		if err != nil {
 			t.Fatal(err)
 		}

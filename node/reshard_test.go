@@ -19,7 +19,6 @@ import (
 	"github.com/ddpush/ddpush-operator/node/api"
 	"github.com/ddpush/ddpush-operator/node/nodetest"
 	"github.com/ddpush/ddpush-operator/node/phone"
-	"github.com/ddpush/ddpush-operator/node/reshard"
 	"github.com/ddpush/ddpush-operator/node/slotmap"
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
@@ -115,7 +114,7 @@ func (mp *movePods) moveMap(from, to int) slotmap.Map {
 
 func (mp *movePods) startMove(id string, m slotmap.Map) (api.Move, error) {
 	return mp.procs[0].API.StartMove(context.Background(), api.MoveRequest{
-		ID: id, Map: reshard.APIMap(m), Target: 1, TargetURL: "http://" + mp.procs[1].HTTP})
+		ID: id, Map: api.FromMap(m), Target: 1, TargetURL: "http://" + mp.procs[1].HTTP})
 }
 
 // runMove starts (or restarts) move id and waits until it is done,

@@ -4,8 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
+
+	"github.com/ddpush/ddpush-operator/node/slotmap"
 )
 
 // SlotRange gives the slots From..To (inclusive) to an ordinal.
@@ -85,4 +89,34 @@ func (c *Client) PutSlotMap(ctx context.Context, m any) (SlotMap, error) {
 	var out SlotMap
 	_, err := c.do(ctx, http.MethodPut, PathSlotMap, nil, m, &out)
 	return out, err
+}
+
+// MapOf builds a slot map from its API form.
+func MapOf(s SlotMap) (slotmap.Map, error) {
+	ranges := make([]slotmap.Range, len(s.Ranges))
+	for i, r := range s.Ranges {
+		ranges[i] = slotmap.Range{From: r.From, To: r.To, Ordinal: r.Ordinal}
+	}
+	peers := make(map[int]string, len(s.Peers))
+	for k, a := range s.Peers {
+		o, err := strconv.Atoi(k)
+		if err != nil {
+			return slotmap.Map{}, fmt.Errorf("%w: peer %q is not an ordinal", slotmap.ErrInvalid, k)
+		}
+		peers[o] = a
+	}
+	return slotmap.New(s.Epoch, ranges, peers)
+}
+
+// FromMap is the API form of a slot map.
+func FromMap(m slotmap.Map) SlotMap {
+	sp := m.Spec()
+	out := SlotMap{Epoch: sp.Epoch, Ranges: make([]SlotRange, len(sp.Ranges)), Peers: make(map[string]string, len(sp.Peers))}
+	for i, r := range sp.Ranges {
+		out.Ranges[i] = SlotRange{From: r.From, To: r.To, Ordinal: r.Ordinal}
+	}
+	for o, a := range sp.Peers {
+		out.Peers[strconv.Itoa(o)] = a
+	}
+	return out
 }

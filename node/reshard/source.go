@@ -74,7 +74,7 @@ func (mv *Mover) Start(req api.MoveRequest) (api.Move, error) {
 	mv.mu.Unlock()
 
 	self := mv.opt.Router.Ordinal()
-	nm, err := MapOf(req.Map)
+	nm, err := api.MapOf(req.Map)
 	if err != nil {
 		return api.Move{}, inputf("the move's map: %v", err)
 	}
@@ -210,7 +210,7 @@ func (mv *Mover) run(m *move) {
 	}
 	tailSent := time.Since(start)
 	mv.pause("commit")
-	if _, err := tc.CommitMove(ctx, m.ID, api.MoveCommit{Map: APIMap(m.m)}); err != nil {
+	if _, err := tc.CommitMove(ctx, m.ID, api.MoveCommit{Map: api.FromMap(m.m)}); err != nil {
 		// It may have committed all the same: the target says.
 		mv.log.Warn("the target's answer to a move's commit did not come; asking it", "id", m.ID, "err", err)
 		switch mv.resolve(m) {
@@ -482,7 +482,7 @@ func (mv *Mover) askTarget(ctx context.Context, tc *api.Client, m *move) (outcom
 		if !errors.As(err, &none) {
 			return 0, fmt.Errorf("read the target's slot map: %w", err)
 		}
-	} else if tm, err := MapOf(sm); err == nil && tm.Epoch() >= m.Epoch && ownsAll(tm, m.Target, &m.set) {
+	} else if tm, err := api.MapOf(sm); err == nil && tm.Epoch() >= m.Epoch && ownsAll(tm, m.Target, &m.set) {
 		return outcomeCommitted, nil
 	}
 	got, err := tc.GetMove(ctx, m.ID)

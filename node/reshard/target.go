@@ -179,7 +179,7 @@ func (mv *Mover) Commit(id string, c api.MoveCommit) (api.Move, error) {
 	mv.mu.Unlock()
 	undo := func() { mv.update(m, func(s *state) { s.Phase = api.MoveImporting }) }
 
-	nm, err := MapOf(c.Map)
+	nm, err := api.MapOf(c.Map)
 	if err != nil {
 		undo()
 		return api.Move{}, inputf("the move's map: %v", err)
