@@ -32,7 +32,7 @@ func TestSourceKilledInStreamTargetDropsCopy(t *testing.T) {
 	if _, err := mp.startMove("left", m2); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond) // streamed, paused before the handoff
+	mp.waitPaused(0) // streamed, paused before the handoff
 	_ = mp.procs[0].Signal(t, syscall.SIGKILL, 10*time.Second)
 	time.Sleep(300 * time.Millisecond)
 	mp.start(0, "")

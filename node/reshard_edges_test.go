@@ -7,9 +7,12 @@ package node_test
 import (
 	"context"
 	"crypto/md5"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -111,19 +114,20 @@ func TestSlotMapPutDuringMoveDoesNotWedgeIt(t *testing.T) {
 
 // TestAbortDuringCommitNeverBothSucceed: an abort that reaches the target
 // while it commits (the source's resolve after its commit call failed) is
-// refused, or the commit is: a slot never ends with two homes.
+// refused, and so is one after the commit: a slot never ends with two
+// homes. The target pauses inside its commit (the "install" step), so the
+// abort lands in that window every time.
 func TestAbortDuringCommitNeverBothSucceed(t *testing.T) {
+	t.Setenv(node.MovePauseEnv, "install:700ms")
 	pods, _, _, m2 := twoPodsAllOnZero(t)
 	ctx := context.Background()
 	const id = "race"
-	// Many fronts make the window between the phase check and the
-	// phase change as long as a big move's handoff makes it.
 	rng := rand.New(rand.NewPCG(1, 2))
 	first := true
-	for b := range 6 {
+	for b := range 2 {
 		e := &api.MoveEntries{Source: 0, Target: 1, Slots: "0-511", First: first}
 		first = false
-		for range 60000 {
+		for range 1000 {
 			var u wire.UUID
 			for i := range u {
 				u[i] = byte(rng.Uint32())
@@ -135,45 +139,53 @@ func TestAbortDuringCommitNeverBothSucceed(t *testing.T) {
 			t.Fatalf("batch %d: %v", b, err)
 		}
 	}
-	var wg sync.WaitGroup
 	var commitErr error
 	var committed api.Move
 	done := make(chan struct{})
-	wg.Go(func() {
+	go func() {
 		defer close(done)
 		committed, commitErr = pods[1].API.CommitMove(ctx, id, api.MoveCommit{Map: api.FromMap(m2)})
-	})
-	time.Sleep(2 * time.Millisecond)
-	var abortOK bool
-	var aborted api.Move
-	for !abortOK {
-		select {
-		case <-done:
-		default:
-		}
-		a, err := pods[1].API.AbortMove(ctx, id)
-		if err == nil {
-			abortOK, aborted = true, a
+	}()
+	// Wait until the commit is under way at the target, then abort.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got, err := pods[1].API.GetMove(ctx, id)
+		if err == nil && got.Phase == "committing" {
 			break
 		}
-		select {
-		case <-done:
-		default:
-			continue
+		if time.Now().After(deadline) {
+			t.Fatalf("the target never showed its commit under way: %+v %v", got, err)
 		}
-		break
+		time.Sleep(10 * time.Millisecond)
 	}
-	wg.Wait()
-	t.Logf("commit: %+v %v; abort ok %v: %+v", committed, commitErr, abortOK, aborted)
-	if commitErr == nil && abortOK {
-		sm, _ := pods[1].API.SlotMap(ctx)
-		got, _ := pods[1].API.GetMove(ctx, id)
-		t.Errorf("the target answered both the commit and the abort: it now holds epoch %d and says the move is %q, while a source told \"aborted\" serves the slots again", sm.Epoch, got.Phase)
+	aborted, abortErr := pods[1].API.AbortMove(ctx, id)
+	var se *api.StatusError
+	if abortErr == nil {
+		t.Errorf("an abort during the commit was answered %+v: the target must refuse it", aborted)
+	} else if !errors.As(abortErr, &se) || se.Code != http.StatusConflict {
+		t.Errorf("an abort during the commit: want 409 conflict, got %v", abortErr)
+	} else if !strings.Contains(se.Error(), "being committed") {
+		t.Errorf("an abort during the commit should say the commit is under way, got %v", abortErr)
 	}
-	if commitErr == nil && !abortOK {
-		t.Skip("the commit won every time: the window was not hit")
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the commit did not end")
 	}
-	_ = fmt.Sprint
+	if commitErr != nil || committed.Phase != api.MoveCommitted {
+		t.Fatalf("the commit: %+v %v", committed, commitErr)
+	}
+	if _, err := pods[1].API.AbortMove(ctx, id); err == nil {
+		t.Error("an abort after the commit was accepted: the target serves the slots and a source told \"aborted\" would serve them too")
+	}
+	sm, err := pods[1].API.SlotMap(ctx)
+	if err != nil || sm.Epoch != m2.Epoch() {
+		t.Errorf("the target's map after the commit: epoch %d (%v), want %d", sm.Epoch, err, m2.Epoch())
+	}
+	got, err := pods[1].API.GetMove(ctx, id)
+	if err != nil || got.Phase != api.MoveCommitted {
+		t.Errorf("the move after the commit and a refused abort: %+v %v", got, err)
+	}
 }
 
 // TestRelayedAckHeldInHandoffReachesNewHome: a phone whose front is not

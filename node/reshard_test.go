@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -87,6 +88,20 @@ func (mp *movePods) proc(i int) *nodetest.Process {
 }
 
 // install hands m to both pods.
+// waitPaused returns once pod i's move has reached the step its
+// fault-injection setting pauses at (the pod logs it), which on a busy
+// machine can take a while.
+func (mp *movePods) waitPaused(i int) {
+	mp.t.Helper()
+	nodetest.Eventually(mp.t, 20*time.Second, func() error {
+		if !strings.Contains(mp.procs[i].Logs(), "pausing a move for a fault-injection test") {
+			return fmt.Errorf("pod %d has not reached the paused step", i)
+		}
+		return nil
+	})
+	time.Sleep(100 * time.Millisecond)
+}
+
 func (mp *movePods) install(m slotmap.Map) {
 	mp.t.Helper()
 	mp.m = m
@@ -144,6 +159,23 @@ func (mp *movePods) runMove(id string, m slotmap.Map, within time.Duration) api.
 }
 
 // pushOutcome is what a push was answered.
+// clientSettled looks a phone up, asking again for up to 15 s while the
+// answer is a 503 or no answer: a pod just restarted, or a peer link
+// being re-made after one, is a passing state, not the answer the test
+// checks.
+func clientSettled(ctx context.Context, a *api.Client, uuid string) (api.ClientInfo, error) {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := a.Client(ctx, uuid)
+		var se *api.StatusError
+		passing := err != nil && (!errors.As(err, &se) || se.Code == http.StatusServiceUnavailable)
+		if !passing || time.Now().After(deadline) {
+			return c, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 type pushOutcome int
 
 const (
@@ -371,7 +403,7 @@ func TestSlotMoveUnderLoad(t *testing.T) {
 	}
 	for i := 0; i < idle; i += 97 {
 		for _, p := range mp.procs {
-			c, err := p.API.Client(ctx, uuids[i])
+			c, err := clientSettled(ctx, p.API, uuids[i])
 			if err != nil || len(c.Pending) != 1 || c.Pending[0].Kind != "general" {
 				t.Fatalf("idle record %s through pod %s: %+v, %v", uuids[i], p.HTTP, c, err)
 			}
@@ -443,7 +475,7 @@ func moveWithKill(t *testing.T, pause string, victim int, phase string) {
 	if _, err := mp.startMove("e2", m2); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond) // into the pause
+	mp.waitPaused(0)
 	if got, err := mp.procs[0].API.GetMove(ctx, "e2"); err != nil || got.Phase != phase {
 		t.Fatalf("the kill would land in phase %q (%v), not %q", got.Phase, err, phase)
 	}
@@ -470,7 +502,7 @@ func moveWithKill(t *testing.T, pause string, victim int, phase string) {
 	held := int64(0)
 	for _, p := range all {
 		counts[p.o]++
-		c, err := mp.procs[1].API.Client(ctx, p.u.String())
+		c, err := clientSettled(ctx, mp.procs[1].API, p.u.String())
 		var se *api.StatusError
 		found := err == nil
 		if err != nil && !(errors.As(err, &se) && se.Code == http.StatusNotFound) {

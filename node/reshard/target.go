@@ -177,6 +177,7 @@ func (mv *Mover) Commit(id string, c api.MoveCommit) (api.Move, error) {
 	}
 	m.Phase = phaseCommitting
 	mv.mu.Unlock()
+	mv.pause("install")
 	undo := func() { mv.update(m, func(s *state) { s.Phase = api.MoveImporting }) }
 
 	nm, err := api.MapOf(c.Map)

@@ -2,14 +2,18 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -209,14 +213,66 @@ func TestNotAFileIsRefused(t *testing.T) {
 	}
 }
 
+// unwritableDirEnv, set, makes TestUnwritableStoreIsAClearError the child
+// it starts as an unprivileged user when the tests run as root (root
+// writes to a read-only file anyway).
+const unwritableDirEnv = "STORE_TEST_UNWRITABLE_DIR"
+
 func TestUnwritableStoreIsAClearError(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("skipped: root writes to a read-only file anyway; the node binary's test covers this as an unprivileged user")
+	if dir := os.Getenv(unwritableDirEnv); dir != "" {
+		checkUnwritableStore(t, dir)
+		return
 	}
 	dir := writeStore(t, pristineStore(t))
 	if err := os.Chmod(Path(dir), 0o400); err != nil {
 		t.Fatal(err)
 	}
+	if os.Geteuid() != 0 {
+		checkUnwritableStore(t, dir)
+		return
+	}
+	// As root, run this test again as nobody on the same store: the
+	// store file and its folder become nobody's, and the folders above
+	// it (made private by the test) open to others.
+	const nobody = 65534
+	if err := os.Chown(dir, nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(Path(dir), nobody, nobody); err != nil {
+		t.Fatal(err)
+	}
+	for d := filepath.Dir(dir); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The test binary sits in the build's private folder: nobody runs a
+	// copy of it.
+	bin, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(filepath.Dir(dir), "store.test")
+	if err := os.WriteFile(exe, bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, exe, "-test.run=^TestUnwritableStoreIsAClearError$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), unwritableDirEnv+"="+dir)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the test as nobody (uid %d): %v\n%s", nobody, err, out)
+	}
+	if !strings.Contains(string(out), "--- PASS: TestUnwritableStoreIsAClearError") {
+		t.Fatalf("the test as nobody did not pass:\n%s", out)
+	}
+}
+
+func checkUnwritableStore(t *testing.T, dir string) {
+	t.Helper()
 	_, err := Open(dir, Options{})
 	if err == nil || !strings.Contains(err.Error(), "for writing") || !errors.Is(err, os.ErrPermission) {
 		t.Fatalf("open of a read-only store: %v", err)
