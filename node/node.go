@@ -108,6 +108,7 @@ func Start(cfg Config, log *slog.Logger) (*Node, error) {
 			CreateByHeartbeat: cfg.CreateByHeartbeat,
 			Policy:            policy,
 			OnlineWindow:      int64(cfg.OnlineWindow),
+			SeenStep:          int64(seenStep(cfg)),
 		},
 		MaxContentLen:  cfg.MaxContentLen,
 		ExpiryAge:      cfg.ExpiryAge,
@@ -413,9 +414,24 @@ func (n *Node) startShard(cfg Config, token string, ordinal int, reg prometheus.
 	return nil
 }
 
+// seenStep is how far a record's stored last-seen time may trail the
+// live one: a quarter of the online window (or of the expiry age, if
+// shorter). A phone that heartbeated within the window minus that before
+// a crash is still taken as online after it, and a record expires at most
+// that much early; phones heartbeating faster than it cost one write back
+// per step instead of one per heartbeat.
+func seenStep(cfg Config) time.Duration {
+	d := cfg.OnlineWindow
+	if cfg.ExpiryAge > 0 && cfg.ExpiryAge < d {
+		d = cfg.ExpiryAge
+	}
+	return d / 4
+}
+
 // MovePauseEnv names a fault-injection setting for tests: "step:duration"
 // makes a slot move's source wait before that step (stream, handoff,
-// commit, cleanup), so that a test can kill a pod there.
+// commit, cleanup), or its target wait in its commit before installing
+// the map (install), so that a test can kill a pod or race a call there.
 const MovePauseEnv = "PUSHNODE_TEST_MOVE_PAUSE"
 
 // Shard is the node's place in a sharded PushNode; nil for a whole node.

@@ -36,6 +36,11 @@ type Config struct {
 	// OnlineWindow is how long after its last UDP heartbeat a client
 	// receives instant pushes over UDP, in nanoseconds.
 	OnlineWindow int64
+	// SeenStep is how far, in nanoseconds, a record's last-seen time may
+	// run ahead of the stored one before a heartbeat alone writes the
+	// record back (see state.Record.Heartbeat); 0 writes back every
+	// heartbeat.
+	SeenStep int64
 }
 
 // ClientTable is the set of client records.
@@ -271,7 +276,7 @@ func (t *ClientTable) Heartbeat(now int64, u wire.UUID, tr state.Transport, from
 	was := r.Flags&state.FlagDirty != 0
 	evs := len(s.evs)
 	var rep state.Reply
-	rep, s.evs = r.Heartbeat(now, tr, from, conn, t.cfg.Policy, s.evs)
+	rep, s.evs = r.Heartbeat(now, tr, from, conn, t.cfg.Policy, t.cfg.SeenStep, s.evs)
 	if tr == state.UDP {
 		r.Front = front
 	}

@@ -84,3 +84,72 @@ func TestMemoryReleasedAfterGrowth(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Heartbeats that change nothing meaningful (same address, last-seen time
+// within the same step) leave nothing to write back; a new address or a
+// new step does, and what the store then holds after a restart is the
+// last written time, never more than a step behind.
+func TestWriteBackOnlyMeaningfulHeartbeats(t *testing.T) {
+	dir := t.TempDir()
+	const step = int64(10 * time.Second)
+	opt := Options{
+		Table:         clients.Config{CreateByHeartbeat: true, OnlineWindow: int64(time.Minute), SeenStep: step},
+		FlushInterval: time.Hour, // only Flush and the stop commit
+	}
+	c, stop := startCoreOn(t, dir, opt)
+	base := time.Now().UnixNano()
+	base -= base % step
+	const n = 200
+	beat := func(at int64, from netip.AddrPort) {
+		for i := range n {
+			c.Table().Heartbeat(at, wire.UUID{0xc0, byte(i)}, state.UDP, from, nil, 0, 1, nil)
+		}
+	}
+	beat(base, hbFrom)
+	if got := c.WriteBackPending(); got != n {
+		t.Fatalf("%d records to write back after creating %d", got, n)
+	}
+	if err := c.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for k := int64(1); k <= 5; k++ {
+		beat(base+k*step/10, hbFrom)
+	}
+	if got := c.WriteBackPending(); got != 0 {
+		t.Errorf("%d records to write back after heartbeats that changed nothing meaningful", got)
+	}
+	other := netip.MustParseAddrPort("127.0.0.1:40001")
+	beat(base+step/2, other)
+	if got := c.WriteBackPending(); got != n {
+		t.Errorf("%d records to write back after %d phones changed address", got, n)
+	}
+	if err := c.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	beat(base+step/2+1, other)
+	if got := c.WriteBackPending(); got != 0 {
+		t.Errorf("%d records to write back after heartbeats in the same step", got)
+	}
+	beat(base+step+1, other)
+	if got := c.WriteBackPending(); got != n {
+		t.Errorf("%d records to write back after heartbeats in a new step", got)
+	}
+	if err := c.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	beat(base+step+2, other) // changes nothing meaningful, and is lost in the restart
+	stop()
+
+	c, stop = startCoreOn(t, dir, opt)
+	defer stop()
+	for i := range n {
+		snap, ok := c.Table().Get(time.Now().UnixNano(), wire.UUID{0xc0, byte(i)})
+		if !ok {
+			t.Fatalf("record %d lost", i)
+		}
+		addr, _ := snap.Record.Addr()
+		if snap.Record.LastSeen != base+step+1 || addr != other {
+			t.Fatalf("record %d after a restart: seen %d (want %d), address %v (want %v)", i, snap.Record.LastSeen-base, step+1, addr, other)
+		}
+	}
+}

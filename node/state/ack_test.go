@@ -126,7 +126,7 @@ func TestAckWithNothingPendingChangesNothing(t *testing.T) {
 		},
 		"Ext with only a connection": func() *Record {
 			r := newRecord()
-			r.Heartbeat(t0, TCP, netip.AddrPort{}, &fakeConn{}, PolicyNever, nil)
+			r.Heartbeat(t0, TCP, netip.AddrPort{}, &fakeConn{}, PolicyNever, 0, nil)
 			return r
 		},
 		"everything acked": func() *Record {

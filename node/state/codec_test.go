@@ -124,7 +124,7 @@ func TestRecordBinaryRoundTrip(t *testing.T) {
 // connection stores as an idle record.
 func TestRecordBinaryDropsConnection(t *testing.T) {
 	r := newRecord()
-	r.Heartbeat(t0, TCP, netip.AddrPort{}, &fakeConn{}, PolicyNever, nil)
+	r.Heartbeat(t0, TCP, netip.AddrPort{}, &fakeConn{}, PolicyNever, 0, nil)
 	var got Record
 	if err := got.UnmarshalBinary(r.AppendBinary(nil)); err != nil {
 		t.Fatal(err)
@@ -311,7 +311,7 @@ func FuzzRecordDecode(f *testing.F) {
 		// A decoded record must be safe to drive: none of these may panic.
 		var evs []Event
 		r.Expire(t0, evs)
-		rep, _ := r.Heartbeat(t0, UDP, addrA, nil, PolicyAddressChanged, nil)
+		rep, _ := r.Heartbeat(t0, UDP, addrA, nil, PolicyAddressChanged, 0, nil)
 		rep.Append(nil, 1)
 		r.Ack(t0, wire.CmdClassified, ^uint64(0), nil)
 		r.Push(t0, window, 1, Classified, 1, nil, nil)

@@ -211,9 +211,9 @@ func TestPushOnlineOffline(t *testing.T) {
 		{"heartbeat window-1ns ago", func(r *Record) { udpHeartbeat(r, t0, addrA) }, t0 + window - 1, true, false},
 		{"heartbeat exactly window ago", func(r *Record) { udpHeartbeat(r, t0, addrA) }, t0 + window, false, false},
 		{"heartbeat long ago", func(r *Record) { udpHeartbeat(r, t0, addrA) }, t0 + 10*window, false, false},
-		{"tcp connection", func(r *Record) { r.Heartbeat(t0, TCP, netip.AddrPort{}, conn, PolicyNever, nil) }, t0 + 10*window, false, true},
+		{"tcp connection", func(r *Record) { r.Heartbeat(t0, TCP, netip.AddrPort{}, conn, PolicyNever, 0, nil) }, t0 + 10*window, false, true},
 		{"tcp and recent udp", func(r *Record) {
-			r.Heartbeat(t0, TCP, netip.AddrPort{}, conn, PolicyNever, nil)
+			r.Heartbeat(t0, TCP, netip.AddrPort{}, conn, PolicyNever, 0, nil)
 			udpHeartbeat(r, t0, addrA)
 		}, t0 + second, true, true},
 	}

@@ -333,26 +333,43 @@ const (
 // returns every pending message, and 0x00 when nothing is pending and the
 // policy asks for it (never over TCP). Pending pushes not reported as sent
 // yet are appended to evs as Sent.
-func (r *Record) Heartbeat(now int64, t Transport, from netip.AddrPort, conn any, policy Policy, evs []Event) (Reply, []Event) {
+//
+// The record becomes dirty when what the store keeps of it changes
+// meaningfully: a new address, pushes now sent, or a last-seen time that
+// entered a new period of seenStep nanoseconds (every heartbeat when
+// seenStep is 0). The stored last-seen time is then never more than
+// seenStep behind, and a phone that heartbeats often costs one write per
+// period instead of one per heartbeat.
+func (r *Record) Heartbeat(now int64, t Transport, from netip.AddrPort, conn any, policy Policy, seenStep int64, evs []Event) (Reply, []Event) {
 	var rep Reply
+	if seenStep <= 0 || r.LastSeen/seenStep != now/seenStep {
+		r.Flags |= FlagDirty
+	}
 	r.LastSeen = now
 	if t == UDP {
+		same := r.sameAddr(from)
 		switch policy {
 		case PolicyAlways:
 			rep.Heartbeat = true
 		case PolicyAddressChanged:
-			rep.Heartbeat = !r.sameAddr(from)
+			rep.Heartbeat = !same
 		}
-		r.SetAddr(from)
+		if !same {
+			r.SetAddr(from)
+			r.Flags |= FlagDirty
+		}
 	} else if conn != nil {
 		r.SetConn(conn)
 	}
-	r.Flags |= FlagDirty
 	if e := r.Ext; e != nil {
 		rep.General = e.GeneralID != 0
 		rep.Mask = e.Mask
 		rep.Custom = e.Custom
+		n := len(evs)
 		evs = r.markSent(now, evs, true, true, true)
+		if len(evs) > n {
+			r.Flags |= FlagDirty
+		}
 	}
 	if rep.General || rep.Mask != 0 || rep.Custom != nil {
 		// 0x00 only answers a heartbeat that gets nothing else.

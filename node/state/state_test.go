@@ -74,7 +74,7 @@ func push(r *Record, now int64, id uint64, k Kind, bits uint64, payload string) 
 
 // udpHeartbeat is a UDP heartbeat under the default policy.
 func udpHeartbeat(r *Record, now int64, from netip.AddrPort) (Reply, []Event) {
-	return r.Heartbeat(now, UDP, from, nil, PolicyNever, nil)
+	return r.Heartbeat(now, UDP, from, nil, PolicyNever, 0, nil)
 }
 
 func TestHeartbeatZeroAnswerPolicy(t *testing.T) {
@@ -105,7 +105,7 @@ func TestHeartbeatZeroAnswerPolicy(t *testing.T) {
 			r := newRecord()
 			for i, b := range tt.beats {
 				now := t0 + int64(i)*50*second
-				rep, evs := r.Heartbeat(now, UDP, b.from, nil, tt.policy, nil)
+				rep, evs := r.Heartbeat(now, UDP, b.from, nil, tt.policy, 0, nil)
 				want := Reply{Heartbeat: b.want}
 				if !reflect.DeepEqual(rep, want) {
 					t.Errorf("heartbeat %d from %v: reply %+v, want %+v", i, b.from, rep, want)
@@ -137,12 +137,12 @@ func TestHeartbeatZeroAnswerPolicy(t *testing.T) {
 // same client at the same address, not an address change.
 func TestHeartbeatMappedIPv4IsSameAddress(t *testing.T) {
 	r := newRecord()
-	r.Heartbeat(t0, UDP, addrA, nil, PolicyAddressChanged, nil)
+	r.Heartbeat(t0, UDP, addrA, nil, PolicyAddressChanged, 0, nil)
 	mapped := netip.AddrPortFrom(netip.AddrFrom16(addrA.Addr().As16()), addrA.Port())
 	if !mapped.Addr().Is4In6() {
 		t.Fatalf("test address %v is not IPv4-mapped", mapped)
 	}
-	rep, _ := r.Heartbeat(t0+second, UDP, mapped, nil, PolicyAddressChanged, nil)
+	rep, _ := r.Heartbeat(t0+second, UDP, mapped, nil, PolicyAddressChanged, 0, nil)
 	if rep.Heartbeat {
 		t.Error("IPv4-mapped form of the same address counted as a change")
 	}
@@ -157,7 +157,7 @@ func TestHeartbeatOverTCPNeverAnswersZeroAndRecordsNoAddress(t *testing.T) {
 			conn := &fakeConn{"c1"}
 			r := newRecord()
 			for i := range 3 {
-				rep, evs := r.Heartbeat(t0+int64(i), TCP, addrA, conn, policy, nil)
+				rep, evs := r.Heartbeat(t0+int64(i), TCP, addrA, conn, policy, 0, nil)
 				if !rep.Empty() {
 					t.Errorf("TCP heartbeat %d answered %+v", i, rep)
 				}
@@ -183,7 +183,7 @@ func TestHeartbeatOverTCPNeverAnswersZeroAndRecordsNoAddress(t *testing.T) {
 func TestHeartbeatOverTCPKeepsLastUDPAddress(t *testing.T) {
 	r := newRecord()
 	udpHeartbeat(r, t0, addrA)
-	r.Heartbeat(t0+second, TCP, addrC, &fakeConn{}, PolicyAlways, nil)
+	r.Heartbeat(t0+second, TCP, addrC, &fakeConn{}, PolicyAlways, 0, nil)
 	if a, ok := r.Addr(); !ok || a != addrA {
 		t.Errorf("Addr() = %v, %v; want %v", a, ok, addrA)
 	}
@@ -193,7 +193,7 @@ func TestHeartbeatTCPWithNilConnKeepsConnection(t *testing.T) {
 	conn := &fakeConn{}
 	r := newRecord()
 	r.SetConn(conn)
-	r.Heartbeat(t0, TCP, netip.AddrPort{}, nil, PolicyNever, nil)
+	r.Heartbeat(t0, TCP, netip.AddrPort{}, nil, PolicyNever, 0, nil)
 	if r.Conn() != conn {
 		t.Errorf("Conn() = %v after a TCP heartbeat without a conn", r.Conn())
 	}
@@ -250,7 +250,7 @@ func TestHeartbeatSendsPendingInProtocolOrder(t *testing.T) {
 					// A first-ever heartbeat is an address change, so
 					// address-changed would want 0x00 if nothing were
 					// pending: this checks pending messages suppress it.
-					rep, _ := r.Heartbeat(t0+second, tr, addrA, conn, policy, nil)
+					rep, _ := r.Heartbeat(t0+second, tr, addrA, conn, policy, 0, nil)
 					if !reflect.DeepEqual(rep, tt.want) {
 						t.Errorf("reply %+v, want %+v", rep, tt.want)
 					}
@@ -300,7 +300,7 @@ func TestHeartbeatAppendsToCallerEvents(t *testing.T) {
 	r := newRecord()
 	push(r, t0, 9, General, 0, "")
 	prior := []Event{ev(1, Custom, Queued, 1)}
-	_, evs := r.Heartbeat(t0+1, UDP, addrA, nil, PolicyNever, prior)
+	_, evs := r.Heartbeat(t0+1, UDP, addrA, nil, PolicyNever, 0, prior)
 	checkEvents(t, evs, ev(1, Custom, Queued, 1), ev(9, General, Sent, t0+1))
 }
 
@@ -380,7 +380,7 @@ func TestHeartbeatIdleRecordDoesNotAllocate(t *testing.T) {
 		now := t0
 		allocs := testing.AllocsPerRun(1000, func() {
 			now++
-			rep, e := r.Heartbeat(now, UDP, addrA, nil, policy, evs[:0])
+			rep, e := r.Heartbeat(now, UDP, addrA, nil, policy, 0, evs[:0])
 			if len(e) != 0 || rep.General {
 				panic("unexpected")
 			}
@@ -432,3 +432,59 @@ func TestNamesRoundTrip(t *testing.T) {
 }
 
 // ---- stored form ----
+
+// TestHeartbeatWritesBackOnlyMeaningfulChanges: with a step, a heartbeat
+// makes the record dirty only for a new address, pushes it hands over, or
+// a last-seen time that enters a new step; without one, always.
+func TestHeartbeatWritesBackOnlyMeaningfulChanges(t *testing.T) {
+	const step = 15 * second
+	base := t0 - t0%step // the start of a step
+	cases := []struct {
+		name  string
+		setup func(r *Record)
+		now   int64
+		tr    Transport
+		from  netip.AddrPort
+		step  int64
+		dirty bool
+	}{
+		{"new record", func(r *Record) {}, base, UDP, addrA, step, true},
+		{"same address, same step", func(r *Record) { udpHeartbeat(r, base, addrA) }, base + step - 1, UDP, addrA, step, false},
+		{"same address, next step", func(r *Record) { udpHeartbeat(r, base+step-1, addrA) }, base + step, UDP, addrA, step, true},
+		{"same address, many steps later", func(r *Record) { udpHeartbeat(r, base, addrA) }, base + 100*step, UDP, addrA, step, true},
+		{"new port, same step", func(r *Record) { udpHeartbeat(r, base, addrA) }, base + 1, UDP, addrB, step, true},
+		{"new host, same step", func(r *Record) { udpHeartbeat(r, base, addrA) }, base + 1, UDP, addrC, step, true},
+		{"ipv6, same step", func(r *Record) { udpHeartbeat(r, base, addrA) }, base + 1, UDP, addr6, step, true},
+		{"tcp, same step", func(r *Record) { udpHeartbeat(r, base, addrA) }, base + 1, TCP, netip.AddrPort{}, step, false},
+		{"tcp, next step", func(r *Record) { udpHeartbeat(r, base, addrA) }, base + step, TCP, netip.AddrPort{}, step, true},
+		{"queued push handed over, same step", func(r *Record) {
+			udpHeartbeat(r, base, addrA)
+			r.Push(base+window+1, window, 7, General, 0, nil, nil)
+			r.Flags &^= FlagDirty
+			r.LastSeen = base
+		}, base + 2, UDP, addrA, step, true},
+		{"push already sent, same step", func(r *Record) {
+			udpHeartbeat(r, base, addrA)
+			r.Push(base+1, window, 7, General, 0, nil, nil)
+		}, base + 2, UDP, addrA, step, false},
+		{"no step, same address", func(r *Record) { udpHeartbeat(r, base, addrA) }, base + 1, UDP, addrA, 0, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRecord()
+			tc.setup(r)
+			r.Flags &^= FlagDirty
+			var conn any
+			if tc.tr == TCP {
+				conn = &fakeConn{}
+			}
+			r.Heartbeat(tc.now, tc.tr, tc.from, conn, PolicyNever, tc.step, nil)
+			if got := r.Flags&FlagDirty != 0; got != tc.dirty {
+				t.Errorf("dirty = %v, want %v", got, tc.dirty)
+			}
+			if r.LastSeen != tc.now {
+				t.Errorf("last seen %d, want %d: the live time always moves", r.LastSeen, tc.now)
+			}
+		})
+	}
+}
