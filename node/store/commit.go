@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -44,12 +45,17 @@ func (s *Store) Commit(b *Batch) error {
 			return cut(st)
 		}
 		cl := tx.Bucket(bucketClients)
-		for i := range b.RecordKeys {
+		// In key order: a bbolt leaf grows in memory until the commit
+		// splits it, and each put shifts the entries after its key, so a
+		// burst of new records in the table's (random) order costs time
+		// quadratic in the burst; in order each one lands at its leaf's
+		// end.
+		for _, i := range keyOrder(b.RecordKeys) {
 			if err := cl.Put(b.RecordKeys[i][:], b.RecordValues[i]); err != nil {
 				return err
 			}
 		}
-		for i := range b.Removed {
+		for _, i := range keyOrder(b.Removed) {
 			if err := cl.Delete(b.Removed[i][:]); err != nil {
 				return err
 			}
@@ -223,4 +229,16 @@ func (s *Store) Trim(lastSeq, keepEvents uint64, cutoff int64, limit int) (event
 func (s *Store) ownID(id uint64) bool {
 	lim := s.opt.IDLimit
 	return lim == 0 || (id < lim && id >= lim-slotmap.MaxIDSeq-1)
+}
+
+// keyOrder returns the indexes of keys in ascending key order.
+func keyOrder(keys []wire.UUID) []int32 {
+	idx := make([]int32, len(keys))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	if !slices.IsSortedFunc(keys, func(a, b wire.UUID) int { return bytes.Compare(a[:], b[:]) }) {
+		slices.SortFunc(idx, func(a, b int32) int { return bytes.Compare(keys[a][:], keys[b][:]) })
+	}
+	return idx
 }

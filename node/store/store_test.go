@@ -1,7 +1,10 @@
 package store
 
 import (
+	"encoding/binary"
 	"errors"
+	"math/rand/v2"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -217,4 +220,36 @@ func BenchmarkCommit(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(id), "ns/push")
+}
+
+// BenchmarkCommitNewRecords writes back a burst of records created by
+// heartbeats: 65,536 new random uuids per commit (the write-back cap),
+// in the table's order, into a store that grows by that much each time.
+func BenchmarkCommitNewRecords(b *testing.B) {
+	s, err := Open(b.TempDir(), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	rec := state.Record{LastSeen: 1}
+	rec.SetAddr(netip.MustParseAddrPort("192.0.2.1:4000"))
+	val := rec.AppendBinary(nil)
+	r := rand.New(rand.NewPCG(3, 4))
+	const n = 65536
+	var records int
+	for b.Loop() {
+		var batch Batch
+		for range n {
+			var u wire.UUID
+			binary.BigEndian.PutUint64(u[:8], r.Uint64())
+			binary.BigEndian.PutUint64(u[8:], r.Uint64())
+			batch.RecordKeys = append(batch.RecordKeys, u)
+			batch.RecordValues = append(batch.RecordValues, val)
+		}
+		if err := s.Commit(&batch); err != nil {
+			b.Fatal(err)
+		}
+		records += n
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(records), "ns/record")
 }
