@@ -238,7 +238,8 @@ func keyOrder(keys []wire.UUID) []int32 {
 		idx[i] = int32(i)
 	}
 	if !slices.IsSortedFunc(keys, func(a, b wire.UUID) int { return bytes.Compare(a[:], b[:]) }) {
-		slices.SortFunc(idx, func(a, b int32) int { return bytes.Compare(keys[a][:], keys[b][:]) })
+		// Stable: of two writes of one key, the later still wins.
+		slices.SortStableFunc(idx, func(a, b int32) int { return bytes.Compare(keys[a][:], keys[b][:]) })
 	}
 	return idx
 }

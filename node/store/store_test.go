@@ -253,3 +253,56 @@ func BenchmarkCommitNewRecords(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(records), "ns/record")
 }
+
+// TestCommitRecordsInAnyOrder: records put in one commit in any order,
+// with one uuid written twice (the later value wins, as before records
+// were put in key order) and one written then removed, load back as
+// written.
+func TestCommitRecordsInAnyOrder(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	val := func(seen int64) []byte { r := state.Record{LastSeen: seen}; return r.AppendBinary(nil) }
+	var b Batch
+	want := map[wire.UUID]int64{}
+	for i := 300; i > 0; i-- { // descending, then a few out of place
+		u := wire.UUID{byte(i % 7), byte(i)}
+		b.RecordKeys = append(b.RecordKeys, u)
+		b.RecordValues = append(b.RecordValues, val(int64(i)))
+		want[u] = int64(i)
+	}
+	twice := wire.UUID{3, 3}
+	for _, seen := range []int64{1000, 1001, 1002} {
+		b.RecordKeys = append(b.RecordKeys, twice)
+		b.RecordValues = append(b.RecordValues, val(seen))
+	}
+	want[twice] = 1002
+	gone := wire.UUID{1, 1}
+	b.Removed = append(b.Removed, gone, wire.UUID{0xff})
+	delete(want, gone)
+	if err := s.Commit(&b); err != nil {
+		t.Fatal(err)
+	}
+	got := map[wire.UUID]int64{}
+	if _, err := s.Load(func(u wire.UUID, v []byte) error {
+		var r state.Record
+		if err := r.UnmarshalBinary(v); err != nil {
+			return err
+		}
+		got[u] = r.LastSeen
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	if len(got) != len(want) {
+		t.Errorf("loaded %d records, want %d", len(got), len(want))
+	}
+	for u, seen := range want {
+		if got[u] != seen {
+			t.Errorf("record %x: last seen %d, want %d", u[:2], got[u], seen)
+		}
+	}
+}
