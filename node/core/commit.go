@@ -167,6 +167,7 @@ func (c *Core) Run(ctx context.Context) error {
 			// left after it is heartbeat state (last-seen times and
 			// addresses), written back for as long as the stop allows.
 			stop := time.Now()
+			c.table.DirtySeenLag()
 			err := c.commitCycle(w)
 			for err == nil && w.more && time.Since(stop) < c.opt.StopWriteBack {
 				err = c.commitCycle(w)

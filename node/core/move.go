@@ -102,7 +102,8 @@ func (c *Core) ExtractSlots(ctx context.Context, set slotmap.Set) ([]Extracted, 
 	var out []Extracted
 	take := func(r *state.Record) {
 		// The table forgets r once taken: its Ext is no one else's.
-		out = append(out, Extracted{Rec: *r, Dirty: r.Flags&state.FlagDirty != 0})
+		// A last-seen time ahead of the stored one goes in the tail too.
+		out = append(out, Extracted{Rec: *r, Dirty: r.Flags&(state.FlagDirty|state.FlagSeenLag) != 0})
 	}
 	in := func(u *wire.UUID) bool { return set.HasUUID(*u) }
 	for {

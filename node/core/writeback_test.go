@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ddpush/ddpush-operator/node/clients"
+	"github.com/ddpush/ddpush-operator/node/slotmap"
 	"github.com/ddpush/ddpush-operator/node/state"
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
@@ -86,9 +87,9 @@ func TestMemoryReleasedAfterGrowth(t *testing.T) {
 }
 
 // Heartbeats that change nothing meaningful (same address, last-seen time
-// within the same step) leave nothing to write back; a new address or a
-// new step does, and what the store then holds after a restart is the
-// last written time, never more than a step behind.
+// within the same step) leave nothing to write back while the node runs;
+// a new address or a new step does, and a graceful stop writes the
+// latest last-seen times all the same.
 func TestWriteBackOnlyMeaningfulHeartbeats(t *testing.T) {
 	dir := t.TempDir()
 	const step = int64(10 * time.Second)
@@ -137,8 +138,11 @@ func TestWriteBackOnlyMeaningfulHeartbeats(t *testing.T) {
 	if err := c.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	beat(base+step+2, other) // changes nothing meaningful, and is lost in the restart
-	stop()
+	beat(base+step+2, other) // changes nothing meaningful: not written back while running...
+	if got := c.WriteBackPending(); got != 0 {
+		t.Errorf("%d records to write back after heartbeats in the same step", got)
+	}
+	stop() // ...but a graceful stop writes it
 
 	c, stop = startCoreOn(t, dir, opt)
 	defer stop()
@@ -148,8 +152,73 @@ func TestWriteBackOnlyMeaningfulHeartbeats(t *testing.T) {
 			t.Fatalf("record %d lost", i)
 		}
 		addr, _ := snap.Record.Addr()
-		if snap.Record.LastSeen != base+step+1 || addr != other {
-			t.Fatalf("record %d after a restart: seen %d (want %d), address %v (want %v)", i, snap.Record.LastSeen-base, step+1, addr, other)
+		if snap.Record.LastSeen != base+step+2 || addr != other {
+			t.Fatalf("record %d after a graceful restart: seen %d (want %d), address %v (want %v)", i, snap.Record.LastSeen-base, step+2, addr, other)
+		}
+	}
+}
+
+// A phone that heartbeats every 14 s, and last did 50 s before a graceful
+// restart, is still online after it (window 60 s): the stop wrote its
+// last heartbeat, not the first of its step.
+func TestGracefulStopKeepsLastSeen(t *testing.T) {
+	dir := t.TempDir()
+	const window = int64(60 * time.Second)
+	const step = window / 4
+	opt := Options{Table: clients.Config{CreateByHeartbeat: true, OnlineWindow: window, SeenStep: step}, FlushInterval: time.Hour}
+	c, stop := startCoreOn(t, dir, opt)
+	base := time.Now().UnixNano()
+	base -= base % step
+	u := wire.UUID{0xd0, 1}
+	c.Table().Heartbeat(base, u, state.UDP, hbFrom, nil, 0, 1, nil)
+	if err := c.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	last := base + step - int64(time.Second)
+	c.Table().Heartbeat(last, u, state.UDP, hbFrom, nil, 0, 1, nil)
+	stop()
+	c, stop = startCoreOn(t, dir, opt)
+	defer stop()
+	snap, ok := c.Table().Get(last+50*int64(time.Second), u)
+	if !ok {
+		t.Fatal("record lost")
+	}
+	if snap.Record.LastSeen != last || !snap.Online {
+		t.Fatalf("after a graceful restart: last seen %v before its real last heartbeat, online %v (heartbeat 50 s ago, window 60 s)", time.Duration(last-snap.Record.LastSeen), snap.Online)
+	}
+}
+
+// A slot move takes a record whose last-seen time is ahead of the stored
+// one as changed, so that its tail carries the time to the new home.
+func TestExtractSlotsTakesLaggingLastSeen(t *testing.T) {
+	const step = int64(15 * time.Second)
+	c, stop := startCoreOn(t, t.TempDir(), Options{
+		Table:         clients.Config{CreateByHeartbeat: true, OnlineWindow: int64(time.Minute), SeenStep: step},
+		FlushInterval: time.Hour,
+	})
+	defer stop()
+	base := time.Now().UnixNano()
+	base -= base % step
+	lag, still := wire.UUID{0xe0, 1}, wire.UUID{0xe0, 2}
+	for _, u := range []wire.UUID{lag, still} {
+		c.Table().Heartbeat(base, u, state.UDP, hbFrom, nil, 0, 1, nil)
+	}
+	if err := c.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	c.Table().Heartbeat(base+1, lag, state.UDP, hbFrom, nil, 0, 1, nil)
+	var all slotmap.Set
+	all.Add(0, slotmap.NumSlots-1)
+	got, err := c.ExtractSlots(context.Background(), all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("extracted %d records, want 2", len(got))
+	}
+	for _, e := range got {
+		if want := e.Rec.UUID == lag; e.Dirty != want {
+			t.Errorf("record %x taken as changed %v, want %v (last seen %d after the stored time)", e.Rec.UUID[:2], e.Dirty, want, e.Rec.LastSeen-base)
 		}
 	}
 }

@@ -166,6 +166,11 @@ const (
 	// change becomes visible only once it is durable, and until then
 	// nothing else may change the record.
 	FlagHeld
+	// FlagSeenLag marks a record whose last-seen time moved without
+	// making it dirty (a heartbeat within the same step, see Heartbeat):
+	// the stored time is behind. A graceful stop and a slot move write
+	// such records all the same; writing the record back clears it.
+	FlagSeenLag
 )
 
 // Record is one client. It is kept small because a node holds millions:
@@ -344,6 +349,8 @@ func (r *Record) Heartbeat(now int64, t Transport, from netip.AddrPort, conn any
 	var rep Reply
 	if seenStep <= 0 || r.LastSeen/seenStep != now/seenStep {
 		r.Flags |= FlagDirty
+	} else if r.LastSeen != now {
+		r.Flags |= FlagSeenLag
 	}
 	r.LastSeen = now
 	if t == UDP {

@@ -478,9 +478,13 @@ func TestHeartbeatWritesBackOnlyMeaningfulChanges(t *testing.T) {
 			if tc.tr == TCP {
 				conn = &fakeConn{}
 			}
+			before := r.LastSeen
 			r.Heartbeat(tc.now, tc.tr, tc.from, conn, PolicyNever, tc.step, nil)
 			if got := r.Flags&FlagDirty != 0; got != tc.dirty {
 				t.Errorf("dirty = %v, want %v", got, tc.dirty)
+			}
+			if lag := r.Flags&FlagSeenLag != 0; !tc.dirty && lag != (tc.now != before) {
+				t.Errorf("seen-lag flag %v with the last-seen time moved from %d to %d and the record clean", lag, before, tc.now)
 			}
 			if r.LastSeen != tc.now {
 				t.Errorf("last seen %d, want %d: the live time always moves", r.LastSeen, tc.now)

@@ -241,7 +241,11 @@ func TestUnwritableStoreIsAClearError(t *testing.T) {
 	if err := os.Chown(Path(dir), nobody, nobody); err != nil {
 		t.Fatal(err)
 	}
-	for d := filepath.Dir(dir); d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+	tmp := filepath.Clean(os.TempDir())
+	if !strings.HasPrefix(dir, tmp+string(filepath.Separator)) {
+		t.Fatalf("the store %s is not under the temporary folder %s", dir, tmp)
+	}
+	for d := filepath.Dir(dir); d != tmp; d = filepath.Dir(d) {
 		if err := os.Chmod(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
