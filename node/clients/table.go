@@ -82,7 +82,7 @@ type chunk [chunkLen]state.Record
 
 type shard struct {
 	mu  sync.Mutex
-	idx map[wire.UUID]uint32
+	idx uuidIndex
 	// chunks hold the records: slot i is chunks[i/chunkLen][i%chunkLen].
 	// Slots below n are in use or free; slots at and past n were never
 	// used.
@@ -108,9 +108,6 @@ func New(cfg Config, sink EventSink) *ClientTable {
 	closed := make(chan struct{})
 	close(closed)
 	t.released.Store(&closed)
-	for i := range t.shards {
-		t.shards[i].idx = make(map[wire.UUID]uint32)
-	}
 	return t
 }
 
@@ -138,7 +135,7 @@ func (s *shard) rec(i uint32) *state.Record {
 }
 
 func (s *shard) lookup(u *wire.UUID) *state.Record {
-	i, ok := s.idx[*u]
+	i, ok := s.idx.get(u, s)
 	if !ok {
 		return nil
 	}
@@ -157,10 +154,16 @@ func (s *shard) insert(u *wire.UUID) *state.Record {
 		}
 		s.n++
 	}
-	s.idx[*u] = i
+	s.idx.put(u, i)
 	r := s.rec(i)
 	*r = state.Record{UUID: *u, Flags: state.FlagInUse}
 	return r
+}
+
+// slotOf is the slot of r, a live record of s.
+func (s *shard) slotOf(r *state.Record) uint32 {
+	i, _ := s.idx.get(&r.UUID, s)
+	return i
 }
 
 func (s *shard) markDirty(r *state.Record) {
@@ -168,19 +171,19 @@ func (s *shard) markDirty(r *state.Record) {
 		return
 	}
 	r.Flags |= state.FlagDirty
-	s.dirty = append(s.dirty, s.idx[r.UUID])
+	s.dirty = append(s.dirty, s.slotOf(r))
 }
 
 // markDirtyAfter records that a transition set the dirty flag.
 func (s *shard) trackDirty(r *state.Record, wasDirty bool) {
 	if !wasDirty && r.Flags&state.FlagDirty != 0 {
-		s.dirty = append(s.dirty, s.idx[r.UUID])
+		s.dirty = append(s.dirty, s.slotOf(r))
 	}
 }
 
 func (s *shard) remove(r *state.Record) {
-	i := s.idx[r.UUID]
-	delete(s.idx, r.UUID)
+	i := s.slotOf(r)
+	s.idx.del(&r.UUID, i)
 	*r = state.Record{}
 	s.free = append(s.free, i)
 }
@@ -282,7 +285,7 @@ func (t *ClientTable) Heartbeat(now int64, u wire.UUID, tr state.Transport, from
 	}
 	s.trackDirty(r, was)
 	if len(s.evs) > evs {
-		s.eventful = append(s.eventful, s.idx[r.UUID])
+		s.eventful = append(s.eventful, s.slotOf(r))
 	}
 	t.emit(s)
 	return rep.Append(out, appID), res
@@ -309,7 +312,7 @@ func (t *ClientTable) Ack(now int64, u wire.UUID, cmd byte, mask uint64, conn an
 	s.evs, changed = r.Ack(now, cmd, mask, s.evs)
 	s.trackDirty(r, was)
 	if len(s.evs) > evs {
-		s.eventful = append(s.eventful, s.idx[r.UUID])
+		s.eventful = append(s.eventful, s.slotOf(r))
 	}
 	t.emit(s)
 	return changed, true
@@ -577,7 +580,7 @@ func (t *ClientTable) Redo(c *Changes) {
 			// The failed commit's events are handed back too and go out
 			// with the next one: so must these records, whatever changed
 			// them.
-			s.eventful = append(s.eventful, s.idx[r.UUID])
+			s.eventful = append(s.eventful, s.slotOf(r))
 		}
 		s.mu.Unlock()
 	}
