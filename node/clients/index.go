@@ -1,7 +1,7 @@
 package clients
 
 import (
-	"encoding/binary"
+	"hash/maphash"
 
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
@@ -19,6 +19,7 @@ import (
 // An entry's home is the top bits of its tag, so the table grows and
 // deletes (backward shift, no tombstones) without reading records.
 type uuidIndex struct {
+	seed    maphash.Seed
 	entries []uint64
 	bits    uint8 // len(entries) == 1<<bits
 	n       int
@@ -30,17 +31,13 @@ const (
 	indexMaxBits = 32
 )
 
-// indexHash mixes all 16 bytes of u: DDPush clients usually send md5
-// digests, but a client may send any 16 bytes, and uuids alike but for
-// one byte must not crowd one neighbourhood. It differs from shardOf's
-// mix so that the uuids of one shard spread over its index.
-func indexHash(u *wire.UUID) uint32 {
-	lo := binary.LittleEndian.Uint64(u[:8])
-	hi := binary.LittleEndian.Uint64(u[8:])
-	x := (hi*0xff51afd7ed558ccd ^ lo) * 0xc4ceb9fe1a85ec53
-	x ^= x >> 29
-	x *= 0x94d049bb133111eb
-	return uint32(x >> 32)
+// hash is u's hash under the index's seed. Uuids come from phones, over
+// UDP, from anyone: with a fixed mix (a multiply and a shift) a sender
+// could make uuids that all hash alike and turn every lookup into a scan
+// of one long run. The runtime's seeded hash (AES-based where the CPU has
+// it) leaves no such collisions to find, and takes all 16 bytes.
+func (ix *uuidIndex) hash(u *wire.UUID) uint32 {
+	return uint32(maphash.Comparable(ix.seed, *u) >> 32)
 }
 
 func (ix *uuidIndex) home(tag uint32) uint64 { return uint64(tag) >> (32 - ix.bits) }
@@ -52,7 +49,7 @@ func (ix *uuidIndex) get(u *wire.UUID, s *shard) (uint32, bool) {
 	if ix.n == 0 {
 		return 0, false
 	}
-	tag := indexHash(u)
+	tag := ix.hash(u)
 	m := ix.mask()
 	for p := ix.home(tag); ; p = (p + 1) & m {
 		e := ix.entries[p]
@@ -69,10 +66,13 @@ func (ix *uuidIndex) get(u *wire.UUID, s *shard) (uint32, bool) {
 
 // put adds u at slot; u must not be in the index.
 func (ix *uuidIndex) put(u *wire.UUID, slot uint32) {
+	if ix.seed == (maphash.Seed{}) {
+		ix.seed = maphash.MakeSeed() // before the first entry, never after
+	}
 	if (ix.n+1)*4 > len(ix.entries)*3 {
 		ix.grow(max(ix.bits+1, indexMinBits))
 	}
-	ix.place(uint64(indexHash(u))<<32 | uint64(slot+1))
+	ix.place(uint64(ix.hash(u))<<32 | uint64(slot+1))
 	ix.n++
 }
 
@@ -104,7 +104,7 @@ func (ix *uuidIndex) del(u *wire.UUID, slot uint32) {
 	if ix.n == 0 {
 		return
 	}
-	want := uint64(indexHash(u))<<32 | uint64(slot+1)
+	want := uint64(ix.hash(u))<<32 | uint64(slot+1)
 	m := ix.mask()
 	p := ix.home(uint32(want >> 32))
 	for ix.entries[p] != want {
