@@ -391,16 +391,15 @@ func (t *ClientTable) Online(now int64) int64 {
 }
 
 // Load puts a record read from the store into the table. It is meant for
-// start-up, before any traffic.
+// start-up, before any traffic, and u must not be in the table: the
+// store's keys are unique, and not looking each one up first (a cache
+// miss per record) is a sixth of the time a start takes.
 func (t *ClientTable) Load(u wire.UUID, data []byte) error {
 	s := t.shard(&u)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := s.lookup(&u)
-	if r == nil {
-		r = s.insert(&u)
-		t.count.Add(1)
-	}
+	r := s.insert(&u)
+	t.count.Add(1)
 	if err := r.UnmarshalBinary(data); err != nil {
 		s.remove(r)
 		t.count.Add(-1)
