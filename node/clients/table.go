@@ -393,7 +393,8 @@ func (t *ClientTable) Online(now int64) int64 {
 // Load puts a record read from the store into the table. It is meant for
 // start-up, before any traffic, and u must not be in the table: the
 // store's keys are unique, and not looking each one up first (a cache
-// miss per record) is a sixth of the time a start takes.
+// miss per record) is a sixth of the time a start takes. The store calls
+// it from several goroutines at once.
 func (t *ClientTable) Load(u wire.UUID, data []byte) error {
 	s := t.shard(&u)
 	s.mu.Lock()

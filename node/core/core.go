@@ -14,6 +14,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -190,7 +191,7 @@ func Open(dir string, opt Options) (*Core, error) {
 	}
 	ev := newEventLog(1)
 	tbl := clients.New(opt.Table, ev)
-	counters, err := st.Load(tbl.Load)
+	counters, err := st.LoadConcurrent(runtime.GOMAXPROCS(0), tbl.Load)
 	if err != nil {
 		st.Close()
 		return nil, err

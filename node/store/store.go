@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -318,11 +319,22 @@ type Counters struct {
 	NextEventSeq uint64 // the next event sequence number
 }
 
-// Load calls fn for every stored client record and returns the counters.
-// A record fn cannot take (it does not decode) is skipped and reported to
-// Options.OnDamaged: it stays in the file, untouched, until the client's
-// next record replaces it, and `pushnode check` lists it.
+// Load calls fn for every stored client record, in key order, and
+// returns the counters. A record fn cannot take (it does not decode) is
+// skipped and reported to Options.OnDamaged: it stays in the file,
+// untouched, until the client's next record replaces it, and `pushnode
+// check` lists it.
 func (s *Store) Load(fn func(u wire.UUID, v []byte) error) (Counters, error) {
+	return s.LoadConcurrent(1, fn)
+}
+
+// LoadConcurrent is Load with the key space cut into parts ranges, each
+// read by its own goroutine in its own read transaction: fn is called
+// from parts goroutines at once (and Options.OnDamaged too). A start
+// spends its time on cache misses, putting each record in the table, so
+// two cores load nearly twice as fast.
+func (s *Store) LoadConcurrent(parts int, fn func(u wire.UUID, v []byte) error) (Counters, error) {
+	parts = min(max(parts, 1), 16)
 	var c Counters
 	err := s.view("load", func(tx *bolt.Tx) error {
 		m := tx.Bucket(bucketMeta)
@@ -336,28 +348,61 @@ func (s *Store) Load(fn func(u wire.UUID, v []byte) error) (Counters, error) {
 		if k, _ := tx.Bucket(bucketEvents).Cursor().Last(); len(k) == 8 {
 			c.NextEventSeq = max(c.NextEventSeq, getU64(k, 0)+1)
 		}
-		var u wire.UUID
-		return tx.Bucket(bucketClients).ForEach(func(k, v []byte) error {
-			if len(k) != wire.UUIDLen {
-				s.opt.OnDamaged(fmt.Errorf("client key %x is %d bytes, not %d", k, len(k), wire.UUIDLen))
-				return nil
-			}
-			copy(u[:], k)
-			if err := fn(u, v); err != nil {
-				s.opt.OnDamaged(fmt.Errorf("client record %s: %w", u, err))
-			}
-			return nil
-		})
+		return nil
 	})
+	if err == nil {
+		errs := make([]error, parts)
+		var wg sync.WaitGroup
+		for p := range parts {
+			// Part p holds the keys whose first byte is in [lo, hi).
+			lo, hi := p*256/parts, (p+1)*256/parts
+			wg.Go(func() {
+				errs[p] = s.view("load", func(tx *bolt.Tx) error {
+					return s.loadRange(tx, lo, hi, fn)
+				})
+			})
+		}
+		wg.Wait()
+		err = errors.Join(errs...)
+	}
 	if err != nil {
 		var de *DamagedError
 		if errors.As(err, &de) {
-			return c, err
+			return c, de
 		}
 		return c, fmt.Errorf("load %s: %w", s.path, err)
 	}
 	s.ReleaseMapped()
 	return c, nil
+}
+
+// loadRange calls fn for the client records whose key's first byte is in
+// [lo, hi).
+func (s *Store) loadRange(tx *bolt.Tx, lo, hi int, fn func(u wire.UUID, v []byte) error) error {
+	var u wire.UUID
+	cur := tx.Bucket(bucketClients).Cursor()
+	k, v := cur.First()
+	if lo > 0 {
+		k, v = cur.Seek([]byte{byte(lo)})
+	}
+	for ; k != nil; k, v = cur.Next() {
+		if len(k) > 0 && int(k[0]) >= hi {
+			break
+		}
+		if len(k) != wire.UUIDLen {
+			s.opt.OnDamaged(fmt.Errorf("client key %x is %d bytes, not %d", k, len(k), wire.UUIDLen))
+			continue
+		}
+		if v == nil {
+			s.opt.OnDamaged(fmt.Errorf("client key %x names a bucket, not a record", k))
+			continue
+		}
+		copy(u[:], k)
+		if err := fn(u, v); err != nil {
+			s.opt.OnDamaged(fmt.Errorf("client record %s: %w", u, err))
+		}
+	}
+	return nil
 }
 
 // ReleaseMapped drops the pages of the bbolt file that reading it mapped

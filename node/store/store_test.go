@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -303,6 +304,60 @@ func TestCommitRecordsInAnyOrder(t *testing.T) {
 	for u, seen := range want {
 		if got[u] != seen {
 			t.Errorf("record %x: last seen %d, want %d", u[:2], got[u], seen)
+		}
+	}
+}
+
+// TestLoadConcurrentReadsEveryRecordOnce: whatever the number of parts,
+// every record is read exactly once, including keys at the parts' edges
+// (first bytes 0x00, 0x7f, 0x80, 0xff and each part's first and last).
+func TestLoadConcurrentReadsEveryRecordOnce(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var b Batch
+	want := map[wire.UUID]bool{}
+	add := func(u wire.UUID) {
+		if !want[u] {
+			want[u] = true
+			b.RecordKeys = append(b.RecordKeys, u)
+			b.RecordValues = append(b.RecordValues, (&state.Record{LastSeen: int64(len(want))}).AppendBinary(nil))
+		}
+	}
+	for first := range 256 {
+		add(wire.UUID{byte(first)})
+		add(wire.UUID{byte(first), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 3000 {
+		var u wire.UUID
+		binary.LittleEndian.PutUint64(u[:8], r.Uint64())
+		binary.LittleEndian.PutUint64(u[8:], r.Uint64())
+		add(u)
+	}
+	if err := s.Commit(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, parts := range []int{-1, 0, 1, 2, 3, 7, 16, 100} {
+		var mu sync.Mutex
+		got := map[wire.UUID]int{}
+		if _, err := s.LoadConcurrent(parts, func(u wire.UUID, v []byte) error {
+			mu.Lock()
+			defer mu.Unlock()
+			got[u]++
+			return nil
+		}); err != nil {
+			t.Fatalf("%d parts: %v", parts, err)
+		}
+		if len(got) != len(want) {
+			t.Errorf("%d parts: read %d records, want %d", parts, len(got), len(want))
+		}
+		for u, n := range got {
+			if n != 1 || !want[u] {
+				t.Errorf("%d parts: record %x read %d times (stored: %v)", parts, u[:2], n, want[u])
+			}
 		}
 	}
 }
