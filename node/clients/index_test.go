@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/ddpush/ddpush-operator/node/state"
 	"github.com/ddpush/ddpush-operator/node/wire"
 )
 
@@ -140,5 +141,21 @@ func TestUUIDIndexWrapAndGrow(t *testing.T) {
 		if s.lookup(&u) == nil {
 			t.Fatalf("%x lost after the index grew", u)
 		}
+	}
+}
+
+// A record that does not decode never enters the table: loading it after
+// a good record of the same uuid leaves that record found and whole.
+func TestLoadUndecodableLeavesTableAlone(t *testing.T) {
+	tbl := New(Config{}, nil)
+	u := wire.UUID{9}
+	if err := tbl.Load(u, (&state.Record{LastSeen: 5}).AppendBinary(nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tbl.Load(u, []byte{0xee}); err == nil {
+		t.Fatal("an undecodable record was taken")
+	}
+	if snap, ok := tbl.Get(0, u); !ok || snap.Record.LastSeen != 5 || tbl.Len() != 1 {
+		t.Fatalf("after an undecodable record: found %v, last seen %d, %d records", ok, snap.Record.LastSeen, tbl.Len())
 	}
 }

@@ -395,17 +395,19 @@ func (t *ClientTable) Online(now int64) int64 {
 // store's keys are unique, and not looking each one up first (a cache
 // miss per record) is a sixth of the time a start takes. The store calls
 // it from several goroutines at once.
+//
+// The record is decoded before it enters the table, so one that does not
+// decode never touches it.
 func (t *ClientTable) Load(u wire.UUID, data []byte) error {
+	rec := state.Record{UUID: u, Flags: state.FlagInUse}
+	if err := rec.UnmarshalBinary(data); err != nil {
+		return err
+	}
 	s := t.shard(&u)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := s.insert(&u)
+	*s.insert(&u) = rec
 	t.count.Add(1)
-	if err := r.UnmarshalBinary(data); err != nil {
-		s.remove(r)
-		t.count.Add(-1)
-		return err
-	}
 	return nil
 }
 

@@ -200,9 +200,9 @@ func Open(dir string, opt Options) (*Core, error) {
 	ev.durable.Store(counters.NextEventSeq - 1)
 	c.table, c.ev = tbl, ev
 	c.nextID.Store(max(counters.NextPushID-1, opt.IDBase))
-	// Loading grew the table's slabs and maps by doubling; give what the
-	// growth left behind back to the system now rather than leaving the
-	// resident set at twice the table for good.
+	// Loading grew the shards' uuid indexes by doubling, and bbolt read
+	// the file; give what that left behind back to the system now rather
+	// than leaving the resident set at twice the table for good.
 	debug.FreeOSMemory()
 	if n := dl.count(); n > 0 {
 		c.log.Warn("the store holds damaged entries; they were skipped and stay in the file as they are: run `pushnode check` for the list, and see the recovery steps in docs/store.md", "path", st.Path(), "damaged", n)
