@@ -13,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/utils/ptr"
 
 	ddpushv1 "github.com/ddpush/ddpush-operator/api/v1alpha1"
 	"github.com/ddpush/ddpush-operator/controllers"
@@ -90,9 +89,7 @@ func TestReshardMovesRecordsBetweenRealPods(t *testing.T) {
 	}
 
 	scale := func(n int) {
-		pn := f.pn(t)
-		pn.Spec.Replicas = ptr.To(int32(n))
-		must(t, k8s.Update(ctx, pn))
+		setReplicas(t, f.ns, f.name, int32(n))
 	}
 	waitDone := func(n int) {
 		t.Helper()
@@ -156,8 +153,7 @@ func TestReshardMovesRecordsBetweenRealPods(t *testing.T) {
 	// The phone of one of them comes online at its home after the moves.
 	pm := getPM(t, f.ns, "queued-0")
 	home := controllers.PushOrdinal(f.pn(t), pm)
-	ph := f.phoneOn(t, home, "offline-0")
-	ph.AutoAck = true
+	ph := f.phoneOn(t, home, "offline-0") // acks as it receives
 	must(t, ph.Heartbeat())
 	waitPhase(t, f.ns, "queued-0", ddpushv1.PhaseDelivered)
 	if got := getPM(t, f.ns, "queued-0"); got.Status.NodePod != fmt.Sprintf("%s-%d", f.name, home) {

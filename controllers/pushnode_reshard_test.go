@@ -15,6 +15,7 @@ import (
 	eventsv1 "k8s.io/api/events/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -154,9 +155,7 @@ func TestReshardGrowsAndShrinks(t *testing.T) {
 
 	scale := func(n int32) {
 		t.Helper()
-		pn := getPN(t, ns, "moving")
-		pn.Spec.Replicas = ptr.To(n)
-		must(t, k8s.Update(ctx, pn))
+		setReplicas(t, ns, "moving", n)
 	}
 	waitComplete := func(n int32, during func(*ddpushv1.PushNode) error) *ddpushv1.PushNode {
 		t.Helper()
@@ -310,9 +309,7 @@ func TestReshardFromAndToOnePod(t *testing.T) {
 		t.Fatal("a single pod with a peer link")
 	}
 
-	pn := getPN(t, ns, "single")
-	pn.Spec.Replicas = ptr.To[int32](3)
-	must(t, k8s.Update(ctx, pn))
+	setReplicas(t, ns, "single", 3)
 	var first uint64
 	eventually(t, 3*time.Minute, "resharding to 3 pods", func() error {
 		nodes.mu.Lock()
@@ -340,9 +337,7 @@ func TestReshardFromAndToOnePod(t *testing.T) {
 		t.Error("3 pods without a peer link")
 	}
 
-	pn = getPN(t, ns, "single")
-	pn.Spec.Replicas = ptr.To[int32](1)
-	must(t, k8s.Update(ctx, pn))
+	setReplicas(t, ns, "single", 1)
 	eventually(t, 3*time.Minute, "resharding to 1 pod", func() error {
 		pn := getPN(t, ns, "single")
 		if pn.Status.Resharding != nil {
@@ -363,4 +358,15 @@ func TestReshardFromAndToOnePod(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// setReplicas changes a PushNode's replicas, reading it again when the
+// operator updated it in between (a conflict is not the test's failure).
+func setReplicas(t *testing.T, ns, name string, n int32) {
+	t.Helper()
+	must(t, retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		pn := getPN(t, ns, name)
+		pn.Spec.Replicas = ptr.To(n)
+		return k8s.Update(context.Background(), pn)
+	}))
 }
